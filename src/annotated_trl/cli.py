@@ -1,0 +1,63 @@
+"""`annotated-trl`: build the offline fixtures, or check a dataset before training on it.
+
+    annotated-trl tiny DIR                          tiny models + toy data under DIR
+    annotated-trl validate --method sft DATASET     "OK: ..." (exit 0) or one error line (exit 2)
+"""
+
+import argparse
+import sys
+
+
+def _tiny(args: argparse.Namespace) -> int:
+    from annotated_trl.fixtures import build_all
+
+    out = build_all(args.directory, seed=args.seed)
+    print(f"built tiny models and toy data in {out}")
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    import datasets
+
+    from annotated_trl.data import DatasetError, load_checked_dataset
+
+    datasets.disable_progress_bars()
+    tokenizer = None
+    if args.tokenizer:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+    try:
+        dataset = load_checked_dataset(args.dataset, args.method, tokenizer, args.dataset_config)
+    except DatasetError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    splits = ", ".join(f"{split}: {len(rows)} rows" for split, rows in dataset.items())
+    print(f"OK: {args.dataset} fits {args.method} ({splits})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from annotated_trl.data import METHOD_FORMATS
+
+    parser = argparse.ArgumentParser(prog="annotated-trl", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    tiny = commands.add_parser("tiny", help="build the tiny offline models and toy data")
+    tiny.add_argument("directory")
+    tiny.add_argument("--seed", type=int, default=0)
+    tiny.set_defaults(run=_tiny)
+
+    validate = commands.add_parser("validate", help="check a dataset fits a method")
+    validate.add_argument("dataset", help="Hub name, folder, or .json/.jsonl file")
+    validate.add_argument("--method", required=True, choices=sorted(METHOD_FORMATS))
+    validate.add_argument("--dataset_config", default=None)
+    validate.add_argument("--tokenizer", help="model or tokenizer path, to check chat templates")
+    validate.set_defaults(run=_validate)
+
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
