@@ -1,0 +1,43 @@
+"""Shared test set-up: offline environment and one tiny fixture per session."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Nothing may come from the Hub at test time; the scripts must behave the same in-process.
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRL_EXPERIMENTAL_SILENCE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+}
+os.environ.update(OFFLINE_ENV)
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory) -> SimpleNamespace:
+    """The offline fixture (tiny models + toy data), built once per test session."""
+    from annotated_trl.fixtures import build_all
+
+    root = build_all(tmp_path_factory.mktemp("tiny"))
+    names = ("policy", "teacher", "reward", "token_classifier", "data")
+    return SimpleNamespace(root=root, **{name: root / name for name in names})
+
+
+def run_script(script: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run an example script as a user does: a fresh Python process, from the repo root."""
+    return subprocess.run(
+        [sys.executable, str(REPO / "annotated_examples" / script), *map(str, args)],
+        cwd=REPO,
+        env={**os.environ, **OFFLINE_ENV},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

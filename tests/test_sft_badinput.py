@@ -1,0 +1,140 @@
+"""SFT bad input: every malformed dataset is refused with one line, before anything is written.
+
+Each case runs the real script in-process (`runpy`, same code path as `python script.py`) and
+expects `SystemExit` carrying the one-line message; two cases also run as true subprocesses to
+check what a user sees: exit code 1, one line on stderr, no traceback.
+"""
+
+import json
+import runpy
+import shutil
+import sys
+
+import pytest
+from conftest import REPO, run_script
+
+SCRIPT = REPO / "annotated_examples" / "sft_training.py"
+RECIPE = REPO / "annotated_examples" / "recipes" / "sft_tiny.yaml"
+
+
+def _jsonl(rows) -> str:
+    return "".join(json.dumps(row) + "\n" for row in rows)
+
+
+# name -> (file name, file content, words the error line must contain)
+CASES = {
+    "sft-no-usable-columns": (
+        "data.jsonl",
+        _jsonl([{"question": "2 + 2", "answer": 4}]),
+        ["line 1", "sft cannot train on", '{"text": "..."}'],
+    ),
+    "sft-other-method-format": (
+        "data.jsonl",
+        _jsonl([{"prompt": "What is 1 + 1?", "chosen": " 2", "rejected": " 3"}]),
+        ["preference data", "sft cannot train on"],
+    ),
+    "sft-wrong-value-type": (
+        "data.jsonl",
+        _jsonl([{"text": "What is 1 + 1? 2"}, {"text": 2}]),
+        ["line 2", 'column "text" is a number', "expected a non-empty string"],
+    ),
+    "sft-mixed-prompt-completion-types": (
+        "data.jsonl",
+        _jsonl([{"prompt": [{"role": "user", "content": "Hi"}], "completion": "Hello"}]),
+        ["line 1", "a list and a string", "both strings or both lists of messages"],
+    ),
+    "sft-bad-message": (
+        "data.jsonl",
+        _jsonl([{"messages": [{"role": "robot", "content": "beep"}]}]),
+        ["line 1", "message 0", '"role": one of'],
+    ),
+    "sft-inconsistent-rows": (
+        "data.jsonl",
+        _jsonl([{"text": "a"}, {"prompt": "b", "completion": "c"}]),
+        ["line 2", "same columns"],
+    ),
+    "sft-empty-file": ("data.jsonl", "", ["no rows", "expected rows like"]),
+    "sft-broken-json-line": (
+        "data.jsonl",
+        '{"text": "fine"}\n{"text": "broken\n',
+        ["line 2", "not valid JSON", "one object per line"],
+    ),
+    "sft-json-not-a-list": ("data.json", '{"text": "a"}', ["top level is an object", "list"]),
+    "sft-non-utf8": ("data.jsonl", b'{"text": "caf\xe9"}\n', ["line 1", "not valid UTF-8"]),
+    "sft-missing-file": (None, None, ["no such file or folder"]),
+}
+
+
+def _write(tmp_path, name, content):
+    if name is None:
+        return tmp_path / "missing.jsonl"
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return path
+
+
+def _run_in_process(monkeypatch, *args) -> str:
+    monkeypatch.setattr(sys, "argv", [str(SCRIPT), "--config", str(RECIPE), *map(str, args)])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(SCRIPT), run_name="__main__")
+    message = exit_info.value.code
+    assert isinstance(message, str), f"expected an error message, got exit code {message!r}"
+    return message
+
+
+@pytest.mark.badinput
+@pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
+def test_sft_refuses_bad_dataset(tiny, tmp_path, monkeypatch, case):
+    name, content, words = CASES[case]
+    data = _write(tmp_path, name, content)
+    out = tmp_path / "out"
+    message = _run_in_process(
+        monkeypatch, "--model_name_or_path", tiny.policy, "--dataset_name", data, "--output_dir", out
+    )
+    assert message.startswith("error: ") and "\n" not in message
+    assert str(data) in message or str(data.name) in message
+    for word in words:
+        assert word in message
+    assert not out.exists()
+
+
+@pytest.fixture
+def policy_without_chat_template(tiny, tmp_path):
+    model_dir = tmp_path / "no-template"
+    shutil.copytree(tiny.policy, model_dir)
+    (model_dir / "chat_template.jinja").unlink()
+    return model_dir
+
+
+@pytest.mark.badinput
+def test_sft_refuses_conversations_without_chat_template(
+    tiny, tmp_path, monkeypatch, policy_without_chat_template
+):
+    data = tiny.data / "conversational_language_modeling"
+    out = tmp_path / "out"
+    args = ["--model_name_or_path", policy_without_chat_template, "--dataset_name", data]
+    message = _run_in_process(monkeypatch, *args, "--output_dir", out)
+    assert "needs a chat template" in message and "tokenizer has none" in message
+    assert str(data) in message
+    assert not out.exists()
+
+
+@pytest.mark.badinput
+@pytest.mark.parametrize("case", ["sft-empty-file", "sft-no-chat-template"])
+def test_sft_bad_input_as_a_user_sees_it(tiny, tmp_path, policy_without_chat_template, case):
+    """A real process: exit code 1, exactly one line on stderr, no traceback, no output dir."""
+    out = tmp_path / "out"
+    if case == "sft-empty-file":
+        model, data = tiny.policy, _write(tmp_path, "empty.jsonl", "")
+    else:
+        model, data = policy_without_chat_template, tiny.data / "conversational_language_modeling"
+    result = run_script(
+        "sft_training.py",
+        *["--config", RECIPE, "--model_name_or_path", model],
+        *["--dataset_name", data, "--output_dir", out],
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr[-2000:]
+    assert lines[0].startswith("error: ") and str(data) in lines[0]
+    assert not out.exists()
