@@ -89,7 +89,13 @@ def test_sft_refuses_bad_dataset(tiny, tmp_path, monkeypatch, case):
     data = _write(tmp_path, name, content)
     out = tmp_path / "out"
     message = _run_in_process(
-        monkeypatch, "--model_name_or_path", tiny.policy, "--dataset_name", data, "--output_dir", out
+        monkeypatch,
+        "--model_name_or_path",
+        tiny.policy,
+        "--dataset_name",
+        data,
+        "--output_dir",
+        out,
     )
     assert message.startswith("error: ") and "\n" not in message
     assert str(data) in message or str(data.name) in message

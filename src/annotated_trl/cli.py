@@ -1,7 +1,7 @@
 """`annotated-trl`: build the offline fixtures, or check a dataset before training on it.
 
-    annotated-trl tiny DIR                          tiny models + toy data under DIR
-    annotated-trl validate --method sft DATASET     "OK: ..." (exit 0) or one error line (exit 2)
+annotated-trl tiny DIR                          tiny models + toy data under DIR
+annotated-trl validate --method sft DATASET     "OK: ..." (exit 0) or one error line (exit 2)
 """
 
 import argparse

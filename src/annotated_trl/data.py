@@ -124,7 +124,11 @@ def check_rows(rows, source: str, method: str, tokenizer=None, text_field: str =
                     f"{source}: {location} has {found}, which {method} cannot train on; "
                     f"expected rows like {_expected(method)}"
                 )
-            if _is_conversational(row, fmt) and tokenizer is not None and not tokenizer.chat_template:
+            if (
+                _is_conversational(row, fmt)
+                and tokenizer is not None
+                and not tokenizer.chat_template
+            ):
                 raise DatasetError(
                     f"{source}: conversational data needs a chat template, and the tokenizer has "
                     "none; pass a model whose tokenizer has one, or use plain-text rows like "
@@ -154,9 +158,13 @@ def _read_local(path: Path):
         try:
             rows = json.loads(text) if text.strip() else []
         except json.JSONDecodeError as err:
-            raise DatasetError(f"{path}: not valid JSON ({err}); expected a list of objects") from None
+            raise DatasetError(
+                f"{path}: not valid JSON ({err}); expected a list of objects"
+            ) from None
         if not isinstance(rows, list):
-            raise DatasetError(f"{path}: top level is {_describe(rows)}; expected a list of objects")
+            raise DatasetError(
+                f"{path}: top level is {_describe(rows)}; expected a list of objects"
+            )
         yield from ((f"row {i}", row) for i, row in enumerate(rows, 1))
         return
     for number, line in enumerate(text.splitlines(), 1):
@@ -194,7 +202,9 @@ def load_checked_dataset(
         files = {split: str(file) for split, file in split_files.items()}
         return datasets.load_dataset("json", data_files=files)
     if path.suffix in (".json", ".jsonl") or name.startswith((".", "/")):
-        raise DatasetError(f"{name}: no such file or folder; expected a .json/.jsonl file or folder")
+        raise DatasetError(
+            f"{name}: no such file or folder; expected a .json/.jsonl file or folder"
+        )
     try:
         loaded = datasets.load_dataset(name, name=config)
     except Exception as err:  # the Hub's errors are many; the user needs the first line of one

@@ -189,9 +189,17 @@ def _stepwise_row(p: Problem, rng: random.Random) -> dict:
     question = f"What is {p.a} {p.op} {p.b} + {c}?"
     mistake_at = rng.choice([None, 0, 1])
     if mistake_at == 0:
-        return {"prompt": question, "completions": [p.solution(p.wrong_answer(rng))], "labels": [False]}
+        return {
+            "prompt": question,
+            "completions": [p.solution(p.wrong_answer(rng))],
+            "labels": [False],
+        }
     last = second.solution(second.wrong_answer(rng)) if mistake_at == 1 else second.solution()
-    return {"prompt": question, "completions": [p.solution(), last], "labels": [True, mistake_at != 1]}
+    return {
+        "prompt": question,
+        "completions": [p.solution(), last],
+        "labels": [True, mistake_at != 1],
+    }
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:

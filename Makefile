@@ -1,0 +1,45 @@
+# Annotated TRL — the two commands a newcomer needs (see README.md):
+#   make serve   install everything, then serve the site on http://127.0.0.1:8000
+#   make test    install everything (plus a headless Chromium), then run the whole test suite
+# Both are idempotent: set-up steps re-run only when pyproject.toml or package-lock.json change.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# On these CPU machines `torch==2.13.0` resolves to the local CPU build; on a GPU machine the same
+# pin from PyPI is the CUDA build. Installed first so nothing else can pull a different torch.
+TORCH ?= torch==2.13.0
+
+.PHONY: serve test setup browser lint status
+
+serve: setup
+	$(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
+
+test: setup browser
+	$(BIN)/pytest
+
+setup: $(VENV)/.installed node_modules/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -c 'import torch' 2>/dev/null || $(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet -e ".[docs,test]"
+	touch $@
+
+node_modules/.installed: package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# The browser tests drive Debian's Chromium (Playwright's own browser download cannot work offline).
+browser:
+	@command -v chromium >/dev/null || { \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+lint: setup
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+status: setup
+	$(BIN)/python tools/status.py > STATUS.md
