@@ -2,10 +2,14 @@
 
 import json
 import math
+import os
+import socket
+import subprocess
+import sys
 
 import pytest
 import torch
-from conftest import run_script
+from conftest import OFFLINE_ENV, REPO, run_script
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -34,6 +38,13 @@ def _train(tiny, tmp_path, data_format, extra):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return out
+
+
+def _free_port() -> int:
+    # A fixed rendezvous port (accelerate's default 29500) collides with any other run on it.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def _log_history(out):
@@ -74,3 +85,34 @@ def test_sft_script_trains_and_saves(tiny, tmp_path, case):
     prompt = tokenizer("What is 2 + 3?", return_tensors="pt")
     generated = model.generate(**prompt, max_new_tokens=4, do_sample=False)
     assert generated.shape[1] > prompt["input_ids"].shape[1]
+
+
+@pytest.mark.smoke
+def test_sft_script_under_accelerate_launch_ddp(tiny, tmp_path):
+    """Two real processes (DDP over gloo on CPU), launched the way the script's header says.
+
+    `accelerate launch --cpu --num_processes 2` silently starts ONE process; `--multi_gpu` with
+    `use_cpu` (from the recipe) gives two. The epoch counter proves it: 10 steps x 16 rows per
+    process x 2 processes over 256 rows is 1.25 epochs; one process would reach 0.625.
+    """
+    out = tmp_path / "out"
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu"]
+    launch += ["--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no"]
+    launch += ["--dynamo_backend", "no", "--main_process_port", str(_free_port())]
+    launch += [str(REPO / "annotated_examples" / "sft_training.py")]
+    args = ["--config", RECIPE, "--model_name_or_path", tiny.policy, "--output_dir", out]
+    args += ["--dataset_name", tiny.data / "conversational_language_modeling"]
+    args += ["--max_steps", "10", "--eval_strategy", "no"]
+    result = subprocess.run(
+        [*launch, *map(str, args)],
+        cwd=REPO,
+        env={**os.environ, **OFFLINE_ENV},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    final = _log_history(out)[-1]
+    assert final["step"] == 10 and final["epoch"] == pytest.approx(1.25)
+    assert math.isfinite(final["train_loss"])
+    assert AutoModelForCausalLM.from_pretrained(out) is not None
