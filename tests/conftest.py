@@ -41,3 +41,6 @@ def run_script(script: str, *args: str, timeout: int = 300) -> subprocess.Comple
         text=True,
         timeout=timeout,
     )
+
+
+from docs_support import built_site  # noqa: E402,F401  (docs and browser tests)

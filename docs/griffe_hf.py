@@ -1,0 +1,105 @@
+"""Griffe extension: make Hugging Face / TRL docstrings render cleanly with google style.
+
+HF writes docstrings for its own doc-builder. Four differences from google style break (or
+clutter) `mkdocs build --strict` with mkdocstrings; this extension fixes them at load time:
+
+1. group headers inside "Parameters:", e.g. "> Parameters that control the model", which the
+   google parser reads as a malformed parameter (a warning: the strict build fails). We drop
+   them. GitHub-style callouts ("> [!NOTE]" and the "> " lines under it) become admonitions.
+2. dataclass fields documented by `field(metadata={"help": "..."})` instead of a docstring.
+   The help text becomes the attribute's docstring, so each field renders with its help.
+3. types written in the docstring, "name (`int`, *optional*, defaults to `1`):", which would show
+   as raw Markdown in the Type column. We keep "name:"; griffe takes type and default from the
+   signature.
+4. doc-builder links: [`~transformers.Trainer`] (a cross-reference; "~" keeps the last name)
+   becomes `Trainer`; [Guide](kernels_hub) (a page of the TRL docs, which mkdocs' link check
+   would reject) becomes an absolute link to huggingface.co/docs/trl; [text](#anchor) (a heading
+   of the HF page that shows the docstring, absent here) becomes plain text.
+
+Referenced from mkdocs.yml (mkdocstrings python handler, `extensions:`).
+"""
+
+import ast
+import re
+
+import griffe
+
+QUOTE = re.compile(r"^([ \t]*)> ?(.*)$")
+CALLOUT = re.compile(r"^\[!(\w+)\]\s*$")  # "[!NOTE]", the first line of a callout
+HF_PARAM = re.compile(r"^([ \t]+\w+) \(`.*\):[ \t]*$", re.M)  # description on the next line
+CROSS_REF = re.compile(r"\[`(~?)([\w.]+)`\]")  # [`~a.b.Name`] -> `Name`, [`a.Name`] -> `a.Name`
+DOC_PAGE_LINK = re.compile(r"\]\(([a-z][\w-]*(?:#[\w-]+)?)\)")  # ](kernels_hub) -> TRL docs page
+LOCAL_ANCHOR = re.compile(r"\[([^\]]+)\]\(#[\w-]+\)")  # [text](#heading): a heading of HF's page
+
+
+def _blocks(text: str) -> str:
+    """Drop lone "> header" lines; turn "> [!NOTE]" callouts into "!!! note" admonitions."""
+    lines, out, i = text.split("\n"), [], 0
+    while i < len(lines):
+        m = QUOTE.match(lines[i])
+        if not m:
+            out.append(lines[i])
+            i += 1
+            continue
+        indent, run = m.group(1), []
+        while i < len(lines) and (q := QUOTE.match(lines[i])):
+            run.append(q.group(2))
+            i += 1
+        callout = CALLOUT.match(run[0])
+        if callout:
+            out += [f"{indent}!!! {callout.group(1).lower()}", ""]
+            out += [f"{indent}    {line}" for line in run[1:]]
+        elif len(run) > 1:  # an ordinary quotation: keep it
+            out += [f"{indent}> {line}" for line in run]
+        elif i < len(lines) and not lines[i].strip():
+            i += 1  # a lone group header: drop it and the blank line after it
+    return "\n".join(out)
+
+
+def clean(text: str) -> str:
+    """HF doc-builder docstring -> google style that mkdocstrings renders without warnings."""
+    text = _blocks(text)
+    text = HF_PARAM.sub(r"\1:", text)
+    text = CROSS_REF.sub(lambda m: f"`{m[2].split('.')[-1] if m[1] else m[2]}`", text)
+    text = LOCAL_ANCHOR.sub(r"\1", text)  # that heading does not exist here: keep the words
+    return DOC_PAGE_LINK.sub(r"](https://huggingface.co/docs/trl/\1)", text)
+
+
+def field_help(node) -> str | None:
+    """The "help" string of `name: type = field(..., metadata={"help": ...})`, if any."""
+    call = getattr(node, "value", None)
+    if not (isinstance(call, ast.Call) and getattr(call.func, "id", None) == "field"):
+        return None
+    for kw in call.keywords:
+        if kw.arg == "metadata" and isinstance(kw.value, ast.Dict):
+            for key, value in zip(kw.value.keys, kw.value.values, strict=True):
+                if isinstance(key, ast.Constant) and key.value == "help":
+                    try:
+                        return ast.literal_eval(value)
+                    except ValueError:  # an f-string or a name: not worth guessing
+                        return None
+    return None
+
+
+class HFDocstrings(griffe.Extension):
+    def on_class_instance(self, *, node, cls, agent, **kwargs):
+        if cls.docstring:
+            cls.docstring.value = clean(cls.docstring.value)
+
+    def on_function_instance(self, *, node, func, agent, **kwargs):
+        if func.docstring:
+            func.docstring.value = clean(func.docstring.value)
+
+    def on_attribute_instance(self, *, node, attr, agent, **kwargs):
+        if attr.docstring or not isinstance(node, ast.AST):
+            return
+        text = field_help(node)
+        if text:
+            attr.docstring = griffe.Docstring(
+                clean(text),
+                lineno=node.lineno,
+                endlineno=node.end_lineno,
+                parent=attr,
+                parser=agent.docstring_parser,
+                parser_options=agent.docstring_options,
+            )

@@ -1,0 +1,169 @@
+"""Replace `[[trl-source: ...]]` lines with the real source code of the installed TRL.
+
+A directive is one line on its own (it may be indented, e.g. inside an admonition):
+
+    [[trl-source: trl.trainer.sft_trainer.SFTTrainer.compute_loss]]
+    [[trl-source: trl.trainer.sft_trainer.SFTTrainer._prepare_dataset > tokenize_fn]]
+    [[trl-source: trl.trainer.sft_trainer.SFTTrainer._prepare_dataset lines "# Pack" .. "pack_"]]
+
+1. a dotted path to a module-level object (class, function, method, property);
+2. optionally "> name" (repeatable): a def or class nested inside it, found with `ast`;
+3. optionally `lines "start" .. "end"`: from the first line containing "start" to the first
+   following line containing "end", both included.
+
+It becomes a fenced Python block, dedented, titled "trl/trainer/sft_trainer.py · L1314–1401 ·
+trl 1.16.0" and numbered with the real line numbers. A directive that does not resolve is a
+warning, so the strict build fails and names the page and the directive. Our repository never
+stores TRL source: it is read from the installed package at every build.
+"""
+
+import ast
+import importlib
+import inspect
+import re
+import sys
+import textwrap
+from dataclasses import dataclass
+from importlib.metadata import packages_distributions, version
+from pathlib import Path
+
+from mkdocs.plugins import get_plugin_logger
+
+log = get_plugin_logger("trl_source")
+
+DIRECTIVE_RE = re.compile(r"^(?P<indent>[ \t]*)\[\[trl-source:(?P<body>.+?)\]\][ \t]*$", re.M)
+BODY_RE = re.compile(
+    r"""^\s*(?P<symbol>[\w.]+)
+        (?P<nested>(?:\s*>\s*\w+)*)
+        (?:\s+lines\s+"(?P<start>[^"]+)"\s*\.\.\s*"(?P<end>[^"]+)")?\s*$""",
+    re.X,
+)
+
+
+class SourceError(ValueError):
+    """A directive that does not resolve in the installed packages."""
+
+
+@dataclass
+class Excerpt:
+    code: str  # dedented source
+    path: str  # file path relative to site-packages, e.g. "trl/trainer/sft_trainer.py"
+    start: int  # first line number in that file (1-based)
+    end: int  # last line number, inclusive
+    package_version: str  # e.g. "trl 1.16.0"
+
+    @property
+    def title(self) -> str:
+        return f"{self.path} · L{self.start}–{self.end} · {self.package_version}"
+
+    def markdown(self, indent: str = "") -> str:
+        longest = max((len(m) for m in re.findall(r"`+", self.code)), default=0)
+        fence = "`" * max(3, longest + 1)  # TRL docstrings contain ``` examples
+        block = f'{fence}python title="{self.title}" linenums="{self.start}"\n{self.code}\n{fence}'
+        return textwrap.indent(block, indent, lambda line: True)
+
+
+def find_directives(markdown: str) -> list[str]:
+    """The text of every directive in a page, e.g. "trl.foo.Bar > baz". The tests use this."""
+    return [m.group("body").strip() for m in DIRECTIVE_RE.finditer(markdown)]
+
+
+def import_object(dotted: str):
+    """Import the longest module prefix of `dotted`, then walk the remaining attributes."""
+    parts = dotted.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        for j in range(i, len(parts)):
+            # vars() first so a property or classmethod is found as written, not called.
+            attrs = vars(obj) if isinstance(obj, type) else {}
+            if parts[j] in attrs:
+                obj = attrs[parts[j]]
+            elif hasattr(obj, parts[j]):
+                obj = getattr(obj, parts[j])
+            else:
+                raise SourceError(f"{'.'.join(parts[:j])} has no attribute {parts[j]!r}")
+        return obj
+    raise SourceError(f"no importable module in {dotted!r}")
+
+
+def _unwrap(obj):
+    """The function behind a property / staticmethod / classmethod."""
+    if isinstance(obj, property):
+        return obj.fget
+    return getattr(obj, "__func__", obj)
+
+
+def resolve(directive: str) -> Excerpt:
+    """Resolve the text inside `[[trl-source: ...]]` to an Excerpt, or raise SourceError."""
+    m = BODY_RE.match(directive)
+    if not m:
+        raise SourceError(f"cannot parse {directive!r}")
+    obj = _unwrap(import_object(m.group("symbol")))
+    try:
+        lines, start = inspect.getsourcelines(obj)
+        file = Path(inspect.getsourcefile(obj)).resolve()
+    except (OSError, TypeError) as e:
+        raise SourceError(f"no source for {m.group('symbol')!r}: {e}") from e
+    if start == 0:  # a module: getsourcelines counts from 0
+        start = 1
+
+    for name in re.findall(r"\w+", m.group("nested")):
+        tree = ast.parse(textwrap.dedent("".join(lines)))
+        defs = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+        # Look strictly inside the enclosing def/class (or module), nearest first: ast.walk is BFS.
+        root = tree.body[0] if len(tree.body) == 1 and isinstance(tree.body[0], defs) else tree
+        inner = [
+            n for n in ast.walk(root) if n is not root and isinstance(n, defs) and n.name == name
+        ]
+        if not inner:
+            raise SourceError(f"no def or class {name!r} inside {m.group('symbol')!r}")
+        node = inner[0]
+        first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+        lines = lines[first - 1 : node.end_lineno]
+        start += first - 1
+
+    if m.group("start"):
+        begin = next((i for i, line in enumerate(lines) if m.group("start") in line), None)
+        if begin is None:
+            raise SourceError(f"marker {m.group('start')!r} not found")
+        stop = next(
+            (i for i in range(begin + 1, len(lines)) if m.group("end") in lines[i]),
+            None,
+        )
+        if stop is None:
+            raise SourceError(f"marker {m.group('end')!r} not found after {m.group('start')!r}")
+        lines = lines[begin : stop + 1]
+        start += begin
+
+    # Name the file as its package does (e.g. an inherited method lives in transformers/).
+    base = max(
+        (Path(p).resolve() for p in sys.path if p and file.is_relative_to(Path(p).resolve())),
+        key=lambda p: len(p.parts),
+    )
+    path = file.relative_to(base).as_posix()
+    top = path.split("/")[0]
+    dist = packages_distributions().get(top, [top])[0]
+    return Excerpt(
+        code=textwrap.dedent("".join(lines)).rstrip("\n"),
+        path=path,
+        start=start,
+        end=start + len(lines) - 1,
+        package_version=f"{dist} {version(dist)}",
+    )
+
+
+def on_page_markdown(markdown, page, config, files):
+    def replace(m):
+        try:
+            return resolve(m.group("body").strip()).markdown(m.group("indent"))
+        except (SourceError, ImportError, SyntaxError) as e:
+            # A warning fails `mkdocs build --strict`; `mkdocs serve` shows the problem in place.
+            directive = f"[[trl-source: {m.group('body').strip()}]]"
+            log.warning(f"{page.file.src_uri}: {directive} does not resolve: {e}")
+            indent = m.group("indent")
+            return f'{indent}!!! failure "Unresolved TRL source"\n\n{indent}    `{directive}`: {e}'
+
+    return DIRECTIVE_RE.sub(replace, markdown)

@@ -1,0 +1,61 @@
+"""Shared by the docs and browser tests: the site built once per session, and what it contains.
+
+The content is discovered from the repository at collection time, so the tests follow whatever
+pages exist (a fresh checkout may have no annotated_trainers/ yet).
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+HOOKS = REPO / "docs" / "hooks"
+sys.path.insert(0, str(HOOKS))  # the tests reuse the hooks' own functions
+
+from content_sections import SECTIONS, page_uri, section_sources  # noqa: E402
+
+# docs/ holds pages plus build machinery that is not content.
+NOT_PAGES = ("hooks/", "overrides/")
+
+
+def docs_pages() -> list[Path]:
+    """Hand-written pages in docs/."""
+    pages = sorted((REPO / "docs").rglob("*.md"))
+    return [p for p in pages if not p.relative_to(REPO / "docs").as_posix().startswith(NOT_PAGES)]
+
+
+def content_files() -> list[Path]:
+    """annotated_trainers/*.md, reference_guides/*.md and annotated_examples/*_training.py."""
+    return [p for paths in section_sources(REPO).values() for p in paths]
+
+
+def site_pages() -> list[str]:
+    """Every page the site should have, as mkdocs source URIs ("reference_guides/sft.md")."""
+    uris = [p.relative_to(REPO / "docs").as_posix() for p in docs_pages()]
+    uris += [f"{folder}/index.md" for folder in SECTIONS]
+    return uris + [page_uri(p) for p in content_files()]
+
+
+def html_path(uri: str) -> str:
+    # The offline plugin turns off directory URLs: "a/b.md" is built as "a/b.html".
+    return uri[: -len(".md")] + ".html"
+
+
+@pytest.fixture(scope="session")
+def built_site(tmp_path_factory) -> Path:
+    """`mkdocs build --strict` into a temporary folder, once per test session."""
+    out = tmp_path_factory.mktemp("site")
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
+        cwd=REPO,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if result.returncode != 0:
+        pytest.fail(f"mkdocs build --strict failed:\n{result.stdout}{result.stderr}"[-6000:])
+    return out
