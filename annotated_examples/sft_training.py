@@ -1,4 +1,4 @@
-"""Supervised fine-tuning (SFT) with TRL's `SFTTrainer`
+r"""Supervised fine-tuning (SFT) with TRL's `SFTTrainer`
 
 Teach a causal language model to imitate demonstrations: maximise the likelihood of each
 completion token given everything before it. SFT is the first stage of almost every

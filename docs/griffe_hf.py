@@ -65,10 +65,27 @@ def clean(text: str) -> str:
     return DOC_PAGE_LINK.sub(r"](https://huggingface.co/docs/trl/\1)", text)
 
 
+def _field_call(node) -> ast.Call | None:
+    call = getattr(node, "value", None)
+    if isinstance(call, ast.Call) and getattr(call.func, "id", None) == "field":
+        return call
+    return None
+
+
+def field_default(node) -> str | None:
+    """`default=X` of a `field(...)` as source text (`default_factory=f` reads as `f()`)."""
+    for kw in getattr(_field_call(node), "keywords", []):
+        if kw.arg == "default":
+            return ast.unparse(kw.value)
+        if kw.arg == "default_factory":
+            return f"{ast.unparse(kw.value)}()"
+    return None
+
+
 def field_help(node) -> str | None:
     """The "help" string of `name: type = field(..., metadata={"help": ...})`, if any."""
-    call = getattr(node, "value", None)
-    if not (isinstance(call, ast.Call) and getattr(call.func, "id", None) == "field"):
+    call = _field_call(node)
+    if call is None:
         return None
     for kw in call.keywords:
         if kw.arg == "metadata" and isinstance(kw.value, ast.Dict):
@@ -91,7 +108,12 @@ class HFDocstrings(griffe.Extension):
             func.docstring.value = clean(func.docstring.value)
 
     def on_attribute_instance(self, *, node, attr, agent, **kwargs):
-        if attr.docstring or not isinstance(node, ast.AST):
+        if not isinstance(node, ast.AST):
+            return
+        default = field_default(node)
+        if default is not None:  # show `= 1024`, not the whole `field(...)` call with its help
+            attr.value = default
+        if attr.docstring:
             return
         text = field_help(node)
         if text:

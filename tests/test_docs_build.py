@@ -316,3 +316,24 @@ def test_walkthrough_notes_render_as_lists(built_site):
         html = (built_site / "annotated_trainers" / f"{path.stem}.html").read_text()
         excerpts = len(trl_source.find_directives(path.read_text()))
         assert html.count("<ol>") >= excerpts, f"{path.name}: notes merged into code blocks"
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_config_fields_show_their_real_defaults(trl_api, name):
+    """A field renders as `name: type = <default>`, and that default is the installed class's."""
+    import dataclasses
+
+    cls = import_object(name)
+    documented = trl_api[name.removeprefix("trl.")]
+    checked = 0
+    for field in dataclasses.fields(cls):
+        attribute = documented.all_members.get(field.name)
+        if attribute is None or field.default is dataclasses.MISSING:
+            continue
+        if (
+            attribute.parent.path != documented.path
+        ):  # inherited from transformers: not ours to parse
+            continue
+        assert str(attribute.value) == repr(field.default), field.name
+        checked += 1
+    assert checked > 5
