@@ -9,7 +9,7 @@ The script takes the same flags as `trl sft` — `ScriptArguments`, `SFTConfig`,
 `--config recipe.yaml` — and `--dataset_name` may also be a local folder or `.json`/`.jsonl` file.
 
 ```bash { .no-run }
-# Tiny CPU run on the offline fixture (about a minute, no network):
+# Tiny CPU run on the offline fixture (under a minute, no network):
 annotated-trl tiny tiny
 python annotated_examples/sft_training.py --config annotated_examples/recipes/sft_tiny.yaml
 

@@ -34,7 +34,7 @@ def _train(tiny, tmp_path, data_format, extra):
         "sft_training.py",
         *["--config", RECIPE, "--model_name_or_path", tiny.policy],
         *["--dataset_name", tiny.data / data_format, "--output_dir", out],
-        *["--max_steps", "20", "--eval_steps", "10", *extra],
+        *["--max_steps", "20", "--logging_steps", "5", "--eval_steps", "10", *extra],
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return out
