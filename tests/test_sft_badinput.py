@@ -41,7 +41,7 @@ CASES = {
     "sft-mixed-prompt-completion-types": (
         "data.jsonl",
         _jsonl([{"prompt": [{"role": "user", "content": "Hi"}], "completion": "Hello"}]),
-        ["line 1", "a list and a string", "both strings or both lists of messages"],
+        ["line 1", "a list and a string", "all strings or all lists of messages"],
     ),
     "sft-bad-message": (
         "data.jsonl",

@@ -11,32 +11,51 @@ from pathlib import Path
 
 import datasets
 
-# What a TRL dataset format looks like: the columns that identify it, in detection order
-# (most specific first). Conversational variants hold lists of {"role", "content"} messages
-# where the standard variants hold strings.
+# What a value in a column must be.
+STRING = "a non-empty string"
+MESSAGES = "a non-empty list of messages"
+TEXT = "a string or a list of messages"  # all TEXT columns of a row agree: plain or conversational
+LABEL = "true or false"
+STEPS = "a non-empty list of strings"
+STEP_LABELS = "a list of true/false, one per step"
+
+# TRL's dataset formats: the columns that identify each, in detection order (most specific
+# first), with what each column must hold. Conversational variants hold lists of
+# {"role", "content"} messages where the standard variants hold strings.
 FORMATS = {
-    "stepwise_supervision": ("prompt", "completions", "labels"),
-    "unpaired_preference": ("prompt", "completion", "label"),
-    "preference": ("prompt", "chosen", "rejected"),
-    "implicit_preference": ("chosen", "rejected"),
-    "prompt_completion": ("prompt", "completion"),
-    "language_modeling": ("text",),
-    "conversational_language_modeling": ("messages",),
-    "sharegpt_conversations": ("conversations",),
-    "prompt_only": ("prompt",),
+    "stepwise_supervision": {"prompt": TEXT, "completions": STEPS, "labels": STEP_LABELS},
+    "unpaired_preference": {"prompt": TEXT, "completion": TEXT, "label": LABEL},
+    "preference": {"prompt": TEXT, "chosen": TEXT, "rejected": TEXT},
+    "implicit_preference": {"chosen": TEXT, "rejected": TEXT},
+    "prompt_completion": {"prompt": TEXT, "completion": TEXT},
+    "language_modeling": {"text": STRING},
+    "conversational_language_modeling": {"messages": MESSAGES},
+    "prompt_only": {"prompt": TEXT},
+}
+EXAMPLES = {
+    "stepwise_supervision": '{"prompt": "...", "completions": ["...", ...], "labels": [true, ...]}',
+    "unpaired_preference": '{"prompt": "...", "completion": "...", "label": true}',
+    "preference": '{"prompt": "...", "chosen": "...", "rejected": "..."}',
+    "implicit_preference": '{"chosen": "...", "rejected": "..."}',
+    "prompt_completion": '{"prompt": "...", "completion": "..."}',
+    "language_modeling": '{"text": "..."}',
+    "conversational_language_modeling": '{"messages": [{"role": "user", "content": "..."}, ...]}',
+    "prompt_only": '{"prompt": "..."}',
 }
 
-# The formats each method trains on (TRL's dataset-format table, checked against its trainers).
+# The formats each method trains on, read from each trainer's dataset preparation in TRL 1.16
+# (pairwise trainers extract an implicit prompt; KTO also unpairs paired data itself).
+PAIRS = ("preference", "implicit_preference")
 METHOD_FORMATS = {
     "sft": ("language_modeling", "conversational_language_modeling", "prompt_completion"),
+    "dpo": PAIRS,
+    "reward": PAIRS,
+    "orpo": PAIRS,
+    "cpo": PAIRS,
+    "kto": ("unpaired_preference", *PAIRS),
 }
 
 ROLES = {"system", "user", "assistant", "tool"}
-EXPECTED = {
-    "language_modeling": '{"text": "..."}',
-    "conversational_language_modeling": '{"messages": [{"role": "user", "content": "..."}, ...]}',
-    "prompt_completion": '{"prompt": "...", "completion": "..."} (both strings or both messages)',
-}
 
 
 class DatasetError(ValueError):
@@ -44,16 +63,13 @@ class DatasetError(ValueError):
 
 
 def _expected(method: str) -> str:
-    return " or ".join(EXPECTED[f] for f in METHOD_FORMATS[method])
+    return " or ".join(EXAMPLES[f] for f in METHOD_FORMATS[method])
 
 
 def detect_format(row: dict, text_field: str = "text") -> str | None:
     """The TRL format a row is in, by its columns; None when no format matches."""
     columns = set(row) | ({"text"} if text_field in row else set())
-    for name, required in FORMATS.items():
-        if set(required) <= columns:
-            return name
-    return None
+    return next((name for name, spec in FORMATS.items() if set(spec) <= columns), None)
 
 
 def _is_messages(value) -> bool:
@@ -68,7 +84,7 @@ def _describe(value) -> str:
 
 def _check_messages(value, column: str) -> str | None:
     if not _is_messages(value) or not value:
-        return f'column "{column}" is {_describe(value)}; expected a non-empty list of messages'
+        return f'column "{column}" is {_describe(value)}; expected {MESSAGES}'
     for i, message in enumerate(value):
         if message.get("role") not in ROLES or not isinstance(message.get("content"), str):
             return (
@@ -78,30 +94,63 @@ def _check_messages(value, column: str) -> str | None:
     return None
 
 
+def _check_value(value, kind: str, column: str, row: dict) -> str | None:
+    """The problem with one column's value, or None."""
+    found = f'column "{column}" is {_describe(value)}; expected {kind}'
+    if kind == STRING:
+        return None if isinstance(value, str) and value else found
+    if kind == MESSAGES:
+        return _check_messages(value, column)
+    if kind == LABEL:
+        return None if isinstance(value, bool) else found
+    if kind == STEPS:
+        ok = isinstance(value, list) and value and all(isinstance(s, str) and s for s in value)
+        return None if ok else found
+    if kind == STEP_LABELS:
+        if not (isinstance(value, list) and all(isinstance(b, bool) for b in value)):
+            return found
+        steps = row.get("completions")
+        if isinstance(steps, list) and len(value) != len(steps):
+            return (
+                f'column "{column}" has {len(value)} labels but "completions" has {len(steps)} '
+                "steps; expected one label per step"
+            )
+        return None
+    # TEXT: a string (a prompt may be empty), or messages.
+    if isinstance(value, str):
+        return None if value or column == "prompt" else f'column "{column}" is an empty string'
+    return _check_messages(value, column) if _is_messages(value) else found
+
+
 def _check_row(row: dict, fmt: str, text_field: str) -> str | None:
     """The problem with one row of a supported format, or None."""
-    if fmt == "language_modeling":
-        value = row[text_field]
-        if not isinstance(value, str) or not value:
-            return f'column "{text_field}" is {_describe(value)}; expected a non-empty string'
-        return None
-    if fmt == "conversational_language_modeling":
-        return _check_messages(row["messages"], "messages")
-    # prompt_completion: both strings, or both lists of messages.
-    prompt, completion = row["prompt"], row["completion"]
-    if isinstance(prompt, str) and isinstance(completion, str):
-        return None if completion else 'column "completion" is an empty string'
-    if _is_messages(prompt) and _is_messages(completion):
-        return _check_messages(prompt, "prompt") or _check_messages(completion, "completion")
-    return (
-        f'columns "prompt" and "completion" are {_describe(prompt)} and {_describe(completion)}; '
-        "expected both strings or both lists of messages"
-    )
+    spec = {(text_field if c == "text" else c): kind for c, kind in FORMATS[fmt].items()}
+    for column, kind in spec.items():
+        problem = _check_value(row[column], kind, column, row)
+        if problem:
+            return problem
+    text_columns = [c for c, kind in spec.items() if kind == TEXT]
+    if len({isinstance(row[c], str) for c in text_columns}) > 1:
+        kinds = " and ".join(_describe(row[c]) for c in text_columns)
+        names = " and ".join(f'"{c}"' for c in text_columns)
+        return f"columns {names} are {kinds}; expected all strings or all lists of messages"
+    return None
 
 
 def _is_conversational(row: dict, fmt: str) -> bool:
-    return fmt == "conversational_language_modeling" or (
-        fmt == "prompt_completion" and _is_messages(row["prompt"])
+    return any(_is_messages(row[c]) for c, kind in FORMATS[fmt].items() if kind in (TEXT, MESSAGES))
+
+
+def _wrong_format(row: dict, fmt: str | None, method: str) -> str:
+    """Why a row's format is not one `method` takes, naming what is missing when that helps."""
+    found = f"{fmt} data" if fmt else f"columns {sorted(row)}"
+    closest = min(METHOD_FORMATS[method], key=lambda f: len(set(FORMATS[f]) - set(row)))
+    missing = sorted(set(FORMATS[closest]) - set(row))
+    hint = ""
+    if set(FORMATS[closest]) & set(row):
+        hint = " (missing " + ", ".join(f'"{c}"' for c in missing) + ")"
+    return (
+        f"has {found}, which {method} cannot train on{hint}; expected rows like {_expected(method)}"
     )
 
 
@@ -119,11 +168,7 @@ def check_rows(rows, source: str, method: str, tokenizer=None, text_field: str =
         if fmt is None:
             fmt = row_format
             if fmt not in METHOD_FORMATS[method]:
-                found = f"{fmt} data" if fmt else f"columns {sorted(row)}"
-                raise DatasetError(
-                    f"{source}: {location} has {found}, which {method} cannot train on; "
-                    f"expected rows like {_expected(method)}"
-                )
+                raise DatasetError(f"{source}: {location} {_wrong_format(row, fmt, method)}")
             if (
                 _is_conversational(row, fmt)
                 and tokenizer is not None
@@ -131,8 +176,7 @@ def check_rows(rows, source: str, method: str, tokenizer=None, text_field: str =
             ):
                 raise DatasetError(
                     f"{source}: conversational data needs a chat template, and the tokenizer has "
-                    "none; pass a model whose tokenizer has one, or use plain-text rows like "
-                    f"{EXPECTED['language_modeling']}"
+                    "none; pass a model whose tokenizer has one, or use plain-text rows"
                 )
         elif row_format != fmt:
             raise DatasetError(
