@@ -167,6 +167,12 @@ def test_trl_source_directive_forms():
     assert first == "# Pack" and "pack_dataset(" in last  # dedented, both ends included
     assert marked.end - marked.start + 1 == len(marked.code.splitlines())
 
+    exclusive = resolve(
+        'trl.trainer.sft_trainer.SFTTrainer._prepare_dataset lines "# Pack" ..< "pack_dataset("'
+    )
+    assert exclusive.start == marked.start and exclusive.end < marked.end
+    assert "pack_dataset(" not in exclusive.code and exclusive.code.startswith("# Pack")
+
     whole = resolve("trl.trainer.sft_trainer.SFTTrainer.compute_loss")
     expected = f"trl/trainer/sft_trainer.py · L{whole.start}–{whole.end} · trl {version('trl')}"
     assert whole.title == expected

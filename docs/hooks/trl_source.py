@@ -9,7 +9,8 @@ A directive is one line on its own (it may be indented, e.g. inside an admonitio
 1. a dotted path to a module-level object (class, function, method, property);
 2. optionally "> name" (repeatable): a def or class nested inside it, found with `ast`;
 3. optionally `lines "start" .. "end"`: from the first line containing "start" to the first
-   following line containing "end", both included.
+   following line containing "end", both included; `..<` leaves the "end" line out (handy
+   when "end" is the comment that opens the next step).
 
 It becomes a fenced Python block, dedented, titled "trl/trainer/sft_trainer.py · L1314–1401 ·
 trl 1.16.0" and numbered with the real line numbers. A directive that does not resolve is a
@@ -35,7 +36,7 @@ DIRECTIVE_RE = re.compile(r"^(?P<indent>[ \t]*)\[\[trl-source:(?P<body>.+?)\]\][
 BODY_RE = re.compile(
     r"""^\s*(?P<symbol>[\w.]+)
         (?P<nested>(?:\s*>\s*\w+)*)
-        (?:\s+lines\s+"(?P<start>[^"]+)"\s*\.\.\s*"(?P<end>[^"]+)")?\s*$""",
+        (?:\s+lines\s+"(?P<start>[^"]+)"\s*\.\.(?P<exclusive><?)\s*"(?P<end>[^"]+)")?\s*$""",
     re.X,
 )
 
@@ -135,7 +136,8 @@ def resolve(directive: str) -> Excerpt:
         )
         if stop is None:
             raise SourceError(f"marker {m.group('end')!r} not found after {m.group('start')!r}")
-        lines = lines[begin : stop + 1]
+        # `..` keeps the line with the end marker, `..<` stops just before it.
+        lines = lines[begin : stop if m.group("exclusive") else stop + 1]
         start += begin
 
     # Name the file as its package does (e.g. an inherited method lives in transformers/).
