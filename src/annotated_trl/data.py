@@ -53,6 +53,14 @@ METHOD_FORMATS = {
     "orpo": PAIRS,
     "cpo": PAIRS,
     "kto": ("unpaired_preference", *PAIRS),
+    # Online methods generate their own completions: they need prompts (extra columns such as
+    # `answer` travel to the reward functions).
+    "grpo": ("prompt_only",),
+    "rloo": ("prompt_only",),
+    # GKD's collator renders whole conversations; distillation needs a prompt, a completion is
+    # used for its off-policy (dataset) share.
+    "gkd": ("conversational_language_modeling",),
+    "distillation": ("prompt_only", "prompt_completion"),
 }
 
 ROLES = {"system", "user", "assistant", "tool"}
