@@ -81,3 +81,10 @@ def test_stepwise_labels_must_match_steps():
     assert "expected a list of true/false" in _check_row(row, "stepwise_supervision", "text")
     row = {"prompt": "p", "completions": "a", "labels": [True]}
     assert "expected a non-empty list of strings" in _check_row(row, "stepwise_supervision", "text")
+
+
+@pytest.mark.parametrize("margin", ["x", True, [1]])
+def test_reward_margin_must_be_a_number(margin):
+    assert _check("reward", {**PAIR, "margin": 1.5}) == "preference"
+    message = _error("reward", {**PAIR, "margin": margin})
+    assert 'column "margin"' in message and "expected a number" in message

@@ -343,3 +343,10 @@ def test_config_fields_show_their_real_defaults(trl_api, name):
         assert str(attribute.value) == repr(field.default), field.name
         checked += 1
     assert checked > 5
+
+
+def test_decorated_function_is_titled_with_its_own_file():
+    """`GenericForSequenceClassification.forward` is wrapped by a decorator in utils/generic."""
+    excerpt = resolve("transformers.modeling_layers.GenericForSequenceClassification.forward")
+    assert excerpt.path == "transformers/modeling_layers.py"
+    assert excerpt.code.lstrip().startswith(("def forward", "@"))

@@ -91,10 +91,14 @@ def import_object(dotted: str):
 
 
 def _unwrap(obj):
-    """The function behind a property / staticmethod / classmethod."""
+    """The function behind a property / staticmethod / classmethod / functools.wraps decorator.
+
+    `getsourcelines` follows `__wrapped__` but `getsourcefile` does not, so unwrap first or a
+    decorated function is titled with the decorator's file.
+    """
     if isinstance(obj, property):
-        return obj.fget
-    return getattr(obj, "__func__", obj)
+        obj = obj.fget
+    return inspect.unwrap(getattr(obj, "__func__", obj))
 
 
 def resolve(directive: str) -> Excerpt:

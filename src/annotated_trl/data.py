@@ -137,6 +137,14 @@ def _check_row(row: dict, fmt: str, text_field: str) -> str | None:
         problem = _check_value(row[column], kind, column, row)
         if problem:
             return problem
+    # RewardTrainer reads an optional per-pair `margin` column.
+    margin = row.get("margin")
+    if (
+        fmt in PAIRS
+        and margin is not None
+        and (isinstance(margin, bool) or not isinstance(margin, (int, float)))
+    ):
+        return f'column "margin" is {_describe(margin)}; expected a number'
     text_columns = [c for c, kind in spec.items() if kind == TEXT]
     if len({isinstance(row[c], str) for c in text_columns}) > 1:
         kinds = " and ".join(_describe(row[c]) for c in text_columns)
