@@ -57,8 +57,8 @@ METHOD_FORMATS = {
     # `answer` travel to the reward functions).
     "grpo": ("prompt_only",),
     "rloo": ("prompt_only",),
-    # GKD's collator renders whole conversations; distillation needs a prompt, a completion is
-    # used for its off-policy (dataset) share.
+    # GKD's collator renders whole conversations. Distillation is fully on-policy: it reads only
+    # `prompt` (a `completion` column is accepted and ignored).
     "gkd": ("conversational_language_modeling",),
     "distillation": ("prompt_only", "prompt_completion"),
 }
