@@ -1,0 +1,112 @@
+"""CPO bad input: every malformed dataset is refused with one line, before anything is written.
+
+Each case runs the real script in-process (`runpy`, same code path as `python script.py`) and
+expects `SystemExit` carrying the one-line message; one case also runs as a true subprocess to
+check what a user sees: exit code 1, one line on stderr, no traceback, no output folder.
+"""
+
+import json
+import runpy
+import sys
+
+import pytest
+from conftest import REPO, run_script
+
+METHOD = "cpo"
+SCRIPT = REPO / "annotated_examples" / f"{METHOD}_training.py"
+RECIPE = REPO / "annotated_examples" / "recipes" / f"{METHOD}_tiny.yaml"
+PAIR = '{"prompt": "...", "chosen": "...", "rejected": "..."}'
+
+
+def _jsonl(rows) -> str:
+    return "".join(json.dumps(row) + "\n" for row in rows)
+
+
+# name -> (file name, file content, words the error line must contain)
+CASES = {
+    "missing-rejected": (
+        _jsonl([{"prompt": "What is 1 + 1?", "chosen": " 1 + 1 = 2"}]),
+        ["line 1", f"which {METHOD} cannot train on", 'missing "rejected"', PAIR],
+    ),
+    "missing-chosen": (
+        _jsonl([{"prompt": "What is 1 + 1?", "rejected": " 1 + 1 = 3"}]),
+        ["line 1", f"which {METHOD} cannot train on", '"chosen"', PAIR],
+    ),
+    "wrong-value-type": (
+        _jsonl([{"prompt": "What is 1 + 1?", "chosen": " 1 + 1 = 2", "rejected": 3}]),
+        ["line 1", 'column "rejected" is a number', "expected a string or a list of messages"],
+    ),
+    "mixed-string-and-messages": (
+        _jsonl(
+            [
+                {
+                    "prompt": "What is 1 + 1?",
+                    "chosen": [{"role": "assistant", "content": "1 + 1 = 2"}],
+                    "rejected": " 1 + 1 = 3",
+                }
+            ]
+        ),
+        ["line 1", "a string and a list and a string", "all strings or all lists of messages"],
+    ),
+    "empty-file": ("", ["no rows", "expected rows like", PAIR]),
+    "broken-json-line": (
+        _jsonl([{"prompt": "a", "chosen": " b", "rejected": " c"}]) + '{"prompt": "d", "cho\n',
+        ["line 2", "not valid JSON", "one object per line"],
+    ),
+    "prompt-only-data": (
+        _jsonl([{"prompt": "What is 1 + 1?", "answer": 2}]),
+        ["line 1", "prompt_only data", f"which {METHOD} cannot train on", PAIR],
+    ),
+}
+
+
+def _run_in_process(monkeypatch, *args) -> str:
+    monkeypatch.setattr(sys, "argv", [str(SCRIPT), "--config", str(RECIPE), *map(str, args)])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(SCRIPT), run_name="__main__")
+    message = exit_info.value.code
+    assert isinstance(message, str), f"expected an error message, got exit code {message!r}"
+    return message
+
+
+@pytest.mark.badinput
+@pytest.mark.parametrize("case", list(CASES), ids=[f"{METHOD}-{c}" for c in CASES])
+def test_cpo_refuses_bad_dataset(tiny, tmp_path, monkeypatch, case):
+    content, words = CASES[case]
+    data = tmp_path / "data.jsonl"
+    data.write_text(content, encoding="utf-8")
+    out = tmp_path / "out"
+    args = ["--model_name_or_path", tiny.policy, "--dataset_name", data, "--output_dir", out]
+    message = _run_in_process(monkeypatch, *args)
+    assert message.startswith("error: ") and "\n" not in message
+    assert str(data) in message
+    for word in words:
+        assert word in message, (word, message)
+    assert not out.exists()
+
+
+@pytest.mark.badinput
+def test_cpo_refuses_missing_file(tiny, tmp_path, monkeypatch):
+    data, out = tmp_path / "missing.jsonl", tmp_path / "out"
+    args = ["--model_name_or_path", tiny.policy, "--dataset_name", data, "--output_dir", out]
+    message = _run_in_process(monkeypatch, *args)
+    assert message.startswith("error: ") and "no such file or folder" in message
+    assert not out.exists()
+
+
+@pytest.mark.badinput
+def test_cpo_bad_input_as_a_user_sees_it(tiny, tmp_path):
+    """A real process: exit code 1, exactly one line on stderr, no traceback, no output dir."""
+    data, out = tmp_path / "pairs.jsonl", tmp_path / "out"
+    data.write_text(CASES["broken-json-line"][0], encoding="utf-8")
+    result = run_script(
+        f"{METHOD}_training.py",
+        *["--config", RECIPE, "--model_name_or_path", tiny.policy],
+        *["--dataset_name", data, "--output_dir", out],
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr[-2000:]
+    assert lines[0].startswith("error: ") and str(data) in lines[0]
+    assert "line 2" in lines[0] and "not valid JSON" in lines[0]
+    assert not out.exists()

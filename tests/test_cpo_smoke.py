@@ -1,0 +1,88 @@
+"""CPO smoke tests: the example script, run as a user runs it, trains and saves a usable model.
+
+One subprocess per case: the default sigmoid loss on standard preference rows (full
+fine-tuning), and SimPO (`loss_type=simpo`, `cpo_alpha=0`) with LoRA on implicit preference
+rows, where TRL extracts the shared prompt. Flags override the tiny recipe. The other loss
+types differ only inside `cpo_loss`, checked in tests/test_cpo_math.py.
+"""
+
+import json
+import math
+
+import pytest
+import torch
+from conftest import run_script
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+RECIPE = "annotated_examples/recipes/cpo_tiny.yaml"
+LORA = ["--use_peft", "--lora_r", "4", "--lora_alpha", "8", "--lora_dropout", "0"]
+CASES = {
+    "cpo-sigmoid-preference": ("preference", []),
+    "cpo-simpo-implicit-lora": (
+        "implicit_preference",
+        ["--loss_type", "simpo", "--cpo_alpha", "0", "--beta", "2.0", *LORA],
+    ),
+}
+# Every metric CPOTrainer 1.16 logs, besides the Trainer's own (loss, grad_norm, ...).
+METRICS = [
+    "nll_loss",
+    "rewards/chosen",
+    "rewards/rejected",
+    "rewards/accuracies",
+    "rewards/margins",
+    "logps/chosen",
+    "logps/rejected",
+    "logits/chosen",
+    "logits/rejected",
+]
+
+
+@pytest.mark.smoke
+@pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
+def test_cpo_script_trains_and_saves(tiny, tmp_path, case):
+    data_format, extra = CASES[case]
+    out = tmp_path / "out"
+    result = run_script(
+        "cpo_training.py",
+        *["--config", RECIPE, "--model_name_or_path", tiny.policy],
+        *["--dataset_name", tiny.data / data_format, "--output_dir", out],
+        *["--max_steps", "10", "--logging_steps", "5", "--eval_steps", "10", *extra],
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    train_rows = [row for row in history if "loss" in row]
+    eval_rows = [row for row in history if "eval_loss" in row]
+    assert len(train_rows) == 2 and len(eval_rows) == 1  # logging_steps 5, eval_steps 10
+    for row in train_rows:
+        for name in ["loss", *METRICS]:
+            assert math.isfinite(row[name]), (name, row)
+        assert 0.0 <= row["rewards/accuracies"] <= 1.0
+        assert row["rewards/chosen"] < 0 and row["rewards/rejected"] < 0  # beta * log p
+        if "--cpo_alpha" in extra:
+            assert row["nll_loss"] == 0.0  # SimPO: no NLL term at all
+        else:
+            assert row["nll_loss"] > 0
+    for name in ["eval_loss", *(f"eval_{m}" for m in METRICS)]:
+        assert math.isfinite(eval_rows[0][name]), name
+
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    if "--use_peft" in extra:
+        from peft import AutoPeftModelForCausalLM
+
+        adapter = load_file(out / "adapter_model.safetensors")
+        lora_b = [w for name, w in adapter.items() if "lora_B" in name]
+        assert lora_b and all(w.abs().max() > 0 for w in lora_b)  # B starts at zero
+        assert not (out / "model.safetensors").exists()
+        model = AutoPeftModelForCausalLM.from_pretrained(out)
+    else:
+        before = load_file(tiny.policy / "model.safetensors")
+        after = load_file(out / "model.safetensors")
+        assert before.keys() == after.keys()
+        assert any(not torch.equal(before[k], after[k]) for k in before)
+        model = AutoModelForCausalLM.from_pretrained(out)
+
+    prompt = tokenizer("What is 2 + 3?", return_tensors="pt")
+    generated = model.generate(**prompt, max_new_tokens=4, do_sample=False)
+    assert generated.shape[1] > prompt["input_ids"].shape[1]

@@ -1,0 +1,115 @@
+"""DPO bad input: every malformed preference dataset is refused with one line, before anything
+is written.
+
+Each case runs the real script in-process (`runpy`, same code path as `python script.py`) and
+expects `SystemExit` carrying the one-line message; one case also runs as a true subprocess to
+check what a user sees: exit code 1, one line on stderr, no traceback, no output folder.
+"""
+
+import json
+import runpy
+import sys
+
+import pytest
+from conftest import REPO, run_script
+
+SCRIPT = REPO / "annotated_examples" / "dpo_training.py"
+RECIPE = REPO / "annotated_examples" / "recipes" / "dpo_tiny.yaml"
+PAIR = {"prompt": "What is 1 + 1?", "chosen": " 1 + 1 = 2", "rejected": " 1 + 1 = 3"}
+EXPECTED_ROW = '{"prompt": "...", "chosen": "...", "rejected": "..."}'
+
+
+def _jsonl(rows) -> str:
+    return "".join(json.dumps(row) + "\n" for row in rows)
+
+
+# name -> (file content, words the error line must contain)
+CASES = {
+    "dpo-missing-rejected": (
+        _jsonl([{"prompt": "What is 1 + 1?", "chosen": " 2"}]),
+        ["line 1", "dpo cannot train on", 'missing "rejected"', EXPECTED_ROW],
+    ),
+    "dpo-missing-chosen": (
+        _jsonl([{"prompt": "What is 1 + 1?", "rejected": " 3"}]),
+        ["line 1", "dpo cannot train on", 'missing "chosen"'],
+    ),
+    "dpo-prompt-only-data": (
+        _jsonl([{"prompt": "What is 1 + 1?", "answer": 2}]),
+        ["line 1", "has prompt_only data, which dpo cannot train on", "expected rows like"],
+    ),
+    "dpo-wrong-value-type": (
+        _jsonl([PAIR, {**PAIR, "chosen": 2}]),
+        ["line 2", 'column "chosen" is a number', "expected a string or a list of messages"],
+    ),
+    "dpo-rejected-not-text": (
+        _jsonl([{"chosen": "1 + 1 = 2", "rejected": ["1 + 1 = 3"]}]),
+        ["line 1", 'column "rejected" is a list'],
+    ),
+    "dpo-mixed-string-and-messages": (
+        _jsonl(
+            [
+                {
+                    "prompt": [{"role": "user", "content": "What is 1 + 1?"}],
+                    "chosen": "2",
+                    "rejected": [{"role": "assistant", "content": "3"}],
+                }
+            ]
+        ),
+        ["line 1", "all strings or all lists of messages"],
+    ),
+    "dpo-empty-file": ("", ["no rows", "expected rows like", EXPECTED_ROW]),
+    "dpo-broken-json-line": (
+        _jsonl([PAIR]) + '{"prompt": "What is 1 + 2?", "chosen": " 3", "rej\n',
+        ["line 2", "not valid JSON", "one object per line"],
+    ),
+}
+
+
+def _run_in_process(monkeypatch, *args) -> str:
+    monkeypatch.setattr(sys, "argv", [str(SCRIPT), "--config", str(RECIPE), *map(str, args)])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(SCRIPT), run_name="__main__")
+    message = exit_info.value.code
+    assert isinstance(message, str), f"expected an error message, got exit code {message!r}"
+    return message
+
+
+@pytest.mark.badinput
+@pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
+def test_dpo_refuses_bad_dataset(tiny, tmp_path, monkeypatch, case):
+    content, words = CASES[case]
+    data = tmp_path / "pairs.jsonl"
+    data.write_text(content, encoding="utf-8")
+    out = tmp_path / "out"
+    message = _run_in_process(
+        monkeypatch,
+        "--model_name_or_path",
+        tiny.policy,
+        "--dataset_name",
+        data,
+        "--output_dir",
+        out,
+    )
+    assert message.startswith("error: ") and "\n" not in message
+    assert str(data) in message
+    for word in words:
+        assert word in message, message
+    assert not out.exists()
+
+
+@pytest.mark.badinput
+def test_dpo_bad_input_as_a_user_sees_it(tiny, tmp_path):
+    """A real process given prompt-only data: exit code 1, one line on stderr, no output dir."""
+    data = tiny.data / "prompt_only"
+    out = tmp_path / "out"
+    result = run_script(
+        "dpo_training.py",
+        *["--config", RECIPE, "--model_name_or_path", tiny.policy],
+        *["--dataset_name", data, "--output_dir", out],
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr[-2000:]
+    assert lines[0].startswith("error: ") and str(data) in lines[0]
+    assert "has prompt_only data, which dpo cannot train on" in lines[0]
+    assert not out.exists()

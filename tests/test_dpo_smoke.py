@@ -1,0 +1,145 @@
+"""DPO smoke tests: the example script, run as a user runs it, trains and saves a usable model.
+
+One subprocess per case (full fine-tuning on standard and conversational pairs, and LoRA), plus
+an in-process check of what LoRA means for the reference model: the trainer keeps no second
+model, and its reference log-probs are those of the base model with the adapter disabled.
+"""
+
+import json
+import math
+
+import pytest
+import torch
+from conftest import run_script
+from datasets import load_dataset
+from peft import LoraConfig
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from trl import DPOConfig, DPOTrainer
+
+RECIPE = "annotated_examples/recipes/dpo_tiny.yaml"
+LORA = ["--use_peft", "--lora_r", "4", "--lora_alpha", "8", "--lora_dropout", "0"]
+
+# case -> (data format, extra flags). Flags override the tiny recipe.
+CASES = {
+    "dpo-preference": ("preference", []),
+    "dpo-conversational-preference": ("conversational_preference", []),
+    "dpo-lora": ("preference", LORA),
+}
+
+METRICS = [
+    "rewards/chosen",
+    "rewards/rejected",
+    "rewards/accuracies",
+    "rewards/margins",
+    "logps/chosen",
+    "logps/rejected",
+    "logits/chosen",
+    "logits/rejected",
+    "entropy",
+    "mean_token_accuracy",
+]
+
+
+def _train(tiny, tmp_path, data_format, extra):
+    out = tmp_path / "out"
+    result = run_script(
+        "dpo_training.py",
+        *["--config", RECIPE, "--model_name_or_path", tiny.policy],
+        *["--dataset_name", tiny.data / data_format, "--output_dir", out],
+        *["--max_steps", "20", "--logging_steps", "5", "--eval_steps", "10", *extra],
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+@pytest.mark.smoke
+@pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
+def test_dpo_script_trains_and_saves(tiny, tmp_path, case):
+    data_format, extra = CASES[case]
+    out = _train(tiny, tmp_path, data_format, extra)
+
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    train_rows = [row for row in history if "loss" in row]
+    eval_rows = [row for row in history if "eval_loss" in row]
+    assert len(train_rows) == 4 and len(eval_rows) == 2  # logging_steps 5, eval_steps 10
+    for row in train_rows:
+        for name in ["loss", *METRICS]:
+            assert math.isfinite(row[name]), (name, row)
+        assert 0.0 <= row["rewards/accuracies"] <= 1.0
+        # The margin is the mean of chosen minus rejected rewards, by definition.
+        margin = row["rewards/chosen"] - row["rewards/rejected"]
+        assert row["rewards/margins"] == pytest.approx(margin, abs=1e-5)
+        assert row["logps/chosen"] < 0 and row["logps/rejected"] < 0
+    for row in eval_rows:
+        assert all(math.isfinite(row[f"eval_{name}"]) for name in ["loss", *METRICS])
+
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    if "--use_peft" in extra:
+        from peft import AutoPeftModelForCausalLM
+
+        # Only the adapter is saved; LoRA's B starts at zero, so non-zero B means it trained.
+        adapter = load_file(out / "adapter_model.safetensors")
+        lora_b = [w for name, w in adapter.items() if "lora_B" in name]
+        assert lora_b and all(w.abs().max() > 0 for w in lora_b)
+        assert not (out / "model.safetensors").exists()
+        model = AutoPeftModelForCausalLM.from_pretrained(out)
+    else:
+        before = load_file(tiny.policy / "model.safetensors")
+        after = load_file(out / "model.safetensors")
+        assert before.keys() == after.keys()
+        assert any(not torch.equal(before[k], after[k]) for k in before)
+        model = AutoModelForCausalLM.from_pretrained(out)
+
+    prompt = tokenizer("What is 2 + 3?", return_tensors="pt")
+    generated = model.generate(**prompt, max_new_tokens=4, do_sample=False)
+    assert generated.shape[1] > prompt["input_ids"].shape[1]
+
+
+@pytest.mark.smoke
+def test_dpo_lora_reference_is_the_adapter_disabled_base(tiny, tmp_path):
+    """With a LoRA config and no `ref_model`, no second model exists: the reference forward is
+    the policy network with its adapter switched off, i.e. the base checkpoint."""
+    dataset = load_dataset("json", data_files=str(tiny.data / "preference" / "train.jsonl"))
+    trainer = DPOTrainer(
+        model=str(tiny.policy),
+        args=DPOConfig(
+            output_dir=str(tmp_path),
+            use_cpu=True,
+            bf16=False,
+            activation_checkpointing=False,
+            report_to="none",
+            max_length=64,
+            per_device_train_batch_size=4,
+        ),
+        train_dataset=dataset["train"].select(range(8)),
+        processing_class=AutoTokenizer.from_pretrained(tiny.policy),
+        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]),
+    )
+    assert trainer.ref_model is None
+    assert "ref" not in trainer.model.peft_config  # a fresh adapter: no frozen "ref" copy either
+
+    # Make the adapter do something, so that "adapter disabled" and "adapter on" differ.
+    with torch.no_grad():
+        for name, param in trainer.model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.5)
+    batch = next(iter(trainer.get_train_dataloader()))
+    ref_chosen, ref_rejected = trainer.compute_ref_log_probs(trainer.model, batch)
+
+    # Our own reference: the base checkpoint from disk, full logits, masked sum over completions.
+    base = AutoModelForCausalLM.from_pretrained(tiny.policy)
+    with torch.no_grad():
+        logits = base(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logps = logits[:, :-1].log_softmax(-1).gather(-1, batch["input_ids"][:, 1:, None])[..., 0]
+        policy_logits = trainer.model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        ).logits
+    mask = batch["completion_mask"][:, 1:]
+    expected = (logps * mask).sum(-1)
+    torch.testing.assert_close(
+        torch.cat([ref_chosen, ref_rejected]), expected, atol=1e-4, rtol=1e-5
+    )
+    # Negative control: with the adapter on, the log-probs are different.
+    policy_logps = policy_logits[:, :-1].log_softmax(-1).gather(-1, batch["input_ids"][:, 1:, None])
+    assert (((policy_logps[..., 0] * mask).sum(-1) - expected).abs() > 1e-3).any()
