@@ -1,0 +1,119 @@
+"""Distillation bad input: every malformed dataset is refused with one line, nothing written.
+
+Each case runs the real script in-process (`runpy`, same code path as `python script.py`) and
+expects `SystemExit` carrying the one-line message; one case also runs as a true subprocess to
+check what a user sees: exit code 1, one line on stderr, no traceback, no output folder.
+"""
+
+import json
+import runpy
+import shutil
+import sys
+
+import pytest
+from conftest import REPO, run_script
+
+SCRIPT = REPO / "annotated_examples" / "distillation_training.py"
+RECIPE = REPO / "annotated_examples" / "recipes" / "distillation_tiny.yaml"
+
+
+def _jsonl(rows) -> str:
+    return "".join(json.dumps(row) + "\n" for row in rows)
+
+
+# name -> (file name, file content, words the error line must contain)
+CASES = {
+    "distillation-preference-data": (
+        "data.jsonl",
+        _jsonl([{"prompt": "What is 1 + 1?", "chosen": " 2", "rejected": " 3"}]),
+        ["line 1", "preference data", "distillation cannot train on", '{"prompt": "..."}'],
+    ),
+    "distillation-conversation-data": (
+        "data.jsonl",
+        _jsonl([{"messages": [{"role": "user", "content": "What is 1 + 1?"}]}]),
+        ["line 1", "conversational_language_modeling data", "distillation cannot train on"],
+    ),
+    "distillation-prompt-is-a-number": (
+        "data.jsonl",
+        _jsonl([{"prompt": "What is 1 + 1?"}, {"prompt": 2}]),
+        ["line 2", 'column "prompt" is a number', "expected a string or a list of messages"],
+    ),
+    "distillation-empty-file": ("data.jsonl", "", ["no rows", "expected rows like"]),
+    "distillation-broken-json-line": (
+        "data.jsonl",
+        '{"prompt": "What is 1 + 1?"}\n{"prompt": "What is\n',
+        ["line 2", "not valid JSON", "one object per line"],
+    ),
+}
+
+
+def _write(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_text(content)
+    return path
+
+
+def _run_in_process(monkeypatch, *args) -> str:
+    monkeypatch.setattr(sys, "argv", [str(SCRIPT), "--config", str(RECIPE), *map(str, args)])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(SCRIPT), run_name="__main__")
+    message = exit_info.value.code
+    assert isinstance(message, str), f"expected an error message, got exit code {message!r}"
+    return message
+
+
+def _args(tiny, model, data, out):
+    return ["--model_name_or_path", model, "--teacher_model_name_or_path", tiny.teacher] + [
+        "--dataset_name",
+        data,
+        "--output_dir",
+        out,
+    ]
+
+
+@pytest.mark.badinput
+@pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
+def test_distillation_refuses_bad_dataset(tiny, tmp_path, monkeypatch, case):
+    name, content, words = CASES[case]
+    data = _write(tmp_path, name, content)
+    out = tmp_path / "out"
+    message = _run_in_process(monkeypatch, *_args(tiny, tiny.policy, data, out))
+    assert message.startswith("error: ") and "\n" not in message
+    assert str(data) in message
+    for word in words:
+        assert word in message
+    assert not out.exists()
+
+
+@pytest.fixture
+def policy_without_chat_template(tiny, tmp_path):
+    model_dir = tmp_path / "no-template"
+    shutil.copytree(tiny.policy, model_dir)
+    (model_dir / "chat_template.jinja").unlink()
+    return model_dir
+
+
+@pytest.mark.badinput
+def test_distillation_refuses_conversational_prompts_without_chat_template(
+    tiny, tmp_path, monkeypatch, policy_without_chat_template
+):
+    data = tiny.data / "conversational_prompt_only"
+    out = tmp_path / "out"
+    message = _run_in_process(monkeypatch, *_args(tiny, policy_without_chat_template, data, out))
+    assert "needs a chat template" in message and "tokenizer has none" in message
+    assert str(data) in message
+    assert not out.exists()
+
+
+@pytest.mark.badinput
+def test_distillation_bad_input_as_a_user_sees_it(tiny, tmp_path):
+    """A real process: exit code 1, exactly one line on stderr, no traceback, no output dir."""
+    out = tmp_path / "out"
+    data = _write(tmp_path, "empty.jsonl", "")
+    args = _args(tiny, tiny.policy, data, out)
+    result = run_script("distillation_training.py", "--config", RECIPE, *args)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr[-2000:]
+    assert lines[0].startswith("error: ") and str(data) in lines[0] and "no rows" in lines[0]
+    assert not out.exists()

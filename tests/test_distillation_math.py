@@ -1,0 +1,213 @@
+"""The equations of reference_guides/distillation.md, computed independently and compared with TRL.
+
+`DistillationTrainer` (TRL 1.16.0) never builds the full logits: `_chunked_divergence_loss`
+takes both models' last hidden states and `lm_head` weights and projects them a vocabulary tile
+at a time (`ChunkedDivergenceFunction`, with its own backward). We check its loss, gradient and
+entropy against our own torch computation from full logits, for several `beta` and
+temperatures, with a teacher wider than the student and masked positions, and with tiles small
+enough that the online softmax really runs across tiles. One real trainer on the tiny fixture
+checks how `compute_loss` aligns the completion tokens.
+"""
+
+import math
+
+import pytest
+import torch
+import trl.kernels.chunked_divergence as chunked
+from trl.experimental.gkd import GKDTrainer
+from trl.trainer.distillation_trainer import _chunked_divergence_loss
+
+pytestmark = pytest.mark.math
+
+TOL = {"atol": 1e-5, "rtol": 1e-5}
+B, K, H_S, H_T, V = 3, 5, 8, 12, 37  # the teacher is wider; only the vocabulary is shared
+
+
+def kl(p, q):
+    return (p * (p.log() - q.log())).sum(-1)
+
+
+def reference(student_logits, teacher_logits, mask, beta, temperature=1.0):
+    """Our generalised JSD, mean over masked-in tokens, and the student's entropy sum."""
+    p_s = (student_logits / temperature).softmax(-1)
+    p_t = (teacher_logits / temperature).softmax(-1)
+    if beta == 0:
+        per_token = kl(p_t, p_s)  # forward KL(teacher || student)
+    elif beta == 1:
+        per_token = kl(p_s, p_t)  # reverse KL(student || teacher)
+    else:
+        m = beta * p_t + (1 - beta) * p_s
+        per_token = beta * kl(p_t, m) + (1 - beta) * kl(p_s, m)
+    keep = mask.bool()
+    entropy = -(p_s * p_s.log()).sum(-1)
+    return per_token[keep].sum() / keep.sum(), entropy[keep].sum()
+
+
+@pytest.fixture
+def states():
+    g = torch.Generator().manual_seed(0)
+    h_s = torch.randn(B, K, H_S, generator=g)
+    h_t = torch.randn(B, K, H_T, generator=g)
+    w_s = torch.randn(V, H_S, generator=g) * 0.5
+    w_t = torch.randn(V, H_T, generator=g) * 0.5
+    mask = torch.ones(B, K, dtype=torch.long)
+    mask[0, 3:] = 0  # right padding after an early EOS
+    mask[2, 1:] = 0
+    return h_s, h_t, w_s, w_t, mask
+
+
+def library(states, beta, temperature=1.0, **kwargs):
+    h_s, h_t, w_s, w_t, mask = states
+    return _chunked_divergence_loss(
+        h_s, h_t, w_s, w_t, mask, beta, temperature=temperature, **kwargs
+    )
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7, 2.0], ids=lambda t: f"distillation-temp{t}")
+@pytest.mark.parametrize("beta", [0.0, 0.25, 0.5, 1.0], ids=lambda b: f"distillation-beta{b}")
+def test_distillation_chunked_loss_matches_reference(states, beta, temperature):
+    h_s, h_t, w_s, w_t, mask = states
+    loss, entropy_sum, n_valid = library(states, beta, temperature)
+    expected, expected_entropy = reference(h_s @ w_s.T, h_t @ w_t.T, mask, beta, temperature)
+    torch.testing.assert_close(loss, expected, **TOL)
+    # The logged entropy is that of the *tempered* student distribution.
+    torch.testing.assert_close(entropy_sum, expected_entropy, **TOL)
+    assert n_valid == mask.sum() == 9
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0], ids=lambda b: f"distillation-grad-beta{b}")
+def test_distillation_chunked_gradient_matches_autograd(states, beta):
+    """The kernel's hand-written backward equals autograd through our full-logits formula."""
+    h_s, h_t, w_s, w_t, mask = states
+    h_s1, w_s1 = h_s.clone().requires_grad_(True), w_s.clone().requires_grad_(True)
+    loss, _, _ = _chunked_divergence_loss(h_s1, h_t, w_s1, w_t, mask, beta, temperature=1.3)
+    grads = torch.autograd.grad(loss, (h_s1, w_s1))
+    h_s2, w_s2 = h_s.clone().requires_grad_(True), w_s.clone().requires_grad_(True)
+    expected, _ = reference(h_s2 @ w_s2.T, h_t @ w_t.T, mask, beta, 1.3)
+    expected_grads = torch.autograd.grad(expected, (h_s2, w_s2))
+    for got, want in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(got, want, **TOL)
+    # No gradient may leak into masked positions.
+    assert grads[0][~mask.bool()].abs().max() == 0
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0], ids=lambda b: f"distillation-tiles-beta{b}")
+def test_distillation_vocabulary_tiles_do_not_change_the_result(states, beta, monkeypatch):
+    """With 5-token vocabulary tiles (8 tiles for V=37) the online softmax runs across tiles."""
+    whole = library(states, beta, 1.0)[0]
+    monkeypatch.setattr(chunked, "VOCAB_CHUNK_SIZE", 5)
+    monkeypatch.setattr(chunked, "TOKEN_CHUNK_SIZE", 4)
+    tiled = library(states, beta, 1.0)[0]
+    torch.testing.assert_close(tiled, whole, **TOL)
+
+
+def test_distillation_ends_are_forward_and_reverse_kl(states):
+    h_s, h_t, w_s, w_t, mask = states
+    keep = mask.bool()
+    p_s, p_t = (h_s @ w_s.T).softmax(-1), (h_t @ w_t.T).softmax(-1)
+    forward = kl(p_t, p_s)[keep].mean()  # KL(teacher || student)
+    reverse = kl(p_s, p_t)[keep].mean()  # KL(student || teacher)
+    torch.testing.assert_close(library(states, 0.0)[0], forward, **TOL)
+    torch.testing.assert_close(library(states, 1.0)[0], reverse, **TOL)
+    assert abs(forward - reverse) > 1e-2
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.3, 1.0], ids=lambda b: f"distillation-vs-gkd-beta{b}")
+def test_distillation_and_gkd_compute_the_same_divergence(states, beta):
+    """Same `beta` convention in both trainers (only the defaults differ: 1.0 here, 0.5 in GKD)."""
+    h_s, h_t, w_s, w_t, mask = states
+    labels = torch.where(mask.bool(), 0, -100)
+    gkd = GKDTrainer.generalized_jsd_loss(
+        h_s @ w_s.T, h_t @ w_t.T, labels=labels, beta=beta, temperature=0.8
+    )
+    torch.testing.assert_close(library(states, beta, 0.8)[0], gkd, **TOL)
+
+
+def test_distillation_num_items_in_batch_divides_the_sum(states):
+    loss_mean = library(states, 0.5)[0]
+    loss_global = library(states, 0.5, num_items_in_batch=torch.tensor(18))[0]
+    torch.testing.assert_close(loss_global, loss_mean * 9 / 18, **TOL)
+
+
+def test_distillation_defaults_differ_from_gkd():
+    from trl import DistillationConfig
+    from trl.experimental.gkd import GKDConfig
+
+    distillation = DistillationConfig(output_dir="unused", use_cpu=True, bf16=False)
+    gkd = GKDConfig(output_dir="unused", use_cpu=True, bf16=False)
+    assert (distillation.beta, distillation.temperature) == (1.0, 1.0)
+    assert (gkd.beta, gkd.temperature, gkd.lmbda) == (0.5, 0.9, 0.5)
+    assert not hasattr(distillation, "lmbda") and not hasattr(distillation, "seq_kd")
+
+
+# ---------------------------------------------------------------------------------------------
+# The trainer: which positions compute_loss compares
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def distillation_trainer(tiny, tmp_path_factory):
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DistillationConfig, DistillationTrainer
+
+    args = DistillationConfig(
+        output_dir=str(tmp_path_factory.mktemp("distillation_math")),
+        use_cpu=True,
+        bf16=False,
+        activation_checkpointing=False,
+        report_to="none",
+        per_device_train_batch_size=2,
+        temperature=1.5,
+        beta=0.4,
+    )
+    return DistillationTrainer(
+        model=AutoModelForCausalLM.from_pretrained(tiny.policy),
+        teacher_model=AutoModelForCausalLM.from_pretrained(tiny.teacher),
+        args=args,
+        train_dataset=Dataset.from_list([{"prompt": "What is 1 + 1?"}] * 2),
+        processing_class=AutoTokenizer.from_pretrained(tiny.policy, padding_side="left"),
+    )
+
+
+def test_distillation_compute_loss_compares_completion_tokens(distillation_trainer):
+    """Left-padded prompts, right-padded completions: the loss covers completion tokens only.
+
+    The logits at position t predict token t + 1, so the prediction of completion token j is
+    read from the position just before it (the last prompt token for j = 0).
+    """
+    trainer = distillation_trainer
+    tok = trainer.processing_class
+    prompts = [tok("What is 1 + 1?")["input_ids"], tok("What is 12 + 30 exactly?")["input_ids"]]
+    completions = [tok(" 1 + 1 = 2")["input_ids"], tok(" 42")["input_ids"]]
+    width_p, width_c = max(map(len, prompts)), max(map(len, completions))
+    pad = tok.pad_token_id
+    prompt_ids = torch.tensor([[pad] * (width_p - len(p)) + p for p in prompts])
+    prompt_mask = torch.tensor([[0] * (width_p - len(p)) + [1] * len(p) for p in prompts])
+    completion_ids = torch.tensor([c + [pad] * (width_c - len(c)) for c in completions])
+    completion_mask = torch.tensor([[1] * len(c) + [0] * (width_c - len(c)) for c in completions])
+    inputs = {
+        "prompt_ids": prompt_ids,
+        "prompt_mask": prompt_mask,
+        "completion_ids": completion_ids,
+        "completion_mask": completion_mask,
+    }
+    trainer.model.eval()  # eval: reduce by the local token count, no num_items_in_batch
+    with torch.no_grad():
+        loss = trainer.compute_loss(trainer.model, inputs)
+        ids = torch.cat([prompt_ids, completion_ids], 1)
+        attention = torch.cat([prompt_mask, completion_mask], 1)
+        student = trainer.model(input_ids=ids, attention_mask=attention).logits
+        teacher = trainer.teacher_model(input_ids=ids, attention_mask=attention).logits
+    predicting = slice(width_p - 1, width_p - 1 + width_c)  # positions predicting the completion
+    expected, _ = reference(
+        student[:, predicting], teacher[:, predicting], completion_mask, beta=0.4, temperature=1.5
+    )
+    torch.testing.assert_close(loss, expected, **TOL)
+    # Off by one position, the number would be different: the alignment matters.
+    wrong = slice(width_p, width_p + width_c)
+    shifted, _ = reference(
+        student[:, wrong], teacher[:, wrong], completion_mask, beta=0.4, temperature=1.5
+    )
+    assert abs(shifted - loss) > 1e-3 * loss
+    assert math.isfinite(trainer._metrics["eval"]["entropy"][-1])

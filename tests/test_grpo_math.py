@@ -1,0 +1,290 @@
+"""The equations of reference_guides/grpo.md, computed independently and compared with TRL.
+
+One real `GRPOTrainer` (TRL 1.16.0) on the tiny policy serves the whole module. Two library
+functions are checked against our own torch code:
+
+- `GRPOTrainer._generate_and_score_completions`: it samples completions, calls the reward
+  functions and returns the advantages. Our reward functions return fixed numbers, so the
+  advantages are known whatever the completions are;
+- `GRPOTrainer._compute_loss`: given fixed token ids, masks, advantages, "old" and reference
+  log-probabilities, it returns the loss. The old log-probabilities are the current ones plus
+  noise, so ratios differ from 1 and the clip is active for some tokens. Our version computes the
+  per-token log-probabilities from the full logits of a plain forward pass.
+"""
+
+import pytest
+import torch
+from datasets import Dataset
+from trl import GRPOConfig, GRPOTrainer
+
+pytestmark = pytest.mark.math
+
+G = 4  # num_generations
+GA = 2  # gradient_accumulation_steps (= steps_per_generation by default)
+T = 6  # max_completion_length
+EPS, EPS_HIGH, BETA = 0.2, 0.28, 0.04
+TOL = {"atol": 1e-5, "rtol": 1e-5}
+LOSS_TYPES = ["grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo"]
+
+
+class FixedReward:
+    """A reward function that returns preset values, in order: the advantages become known."""
+
+    def __init__(self, name, values):
+        self.__name__ = name
+        self.values = values
+
+    def __call__(self, completions, **kwargs):
+        assert len(completions) == len(self.values)
+        assert kwargs["answer"] == [6] * G + [28] * G  # extra columns arrive, one per completion
+        return list(self.values)
+
+
+# Two prompts x G = 8 completions. Group 1 has spread; group 2 is constant for the first function.
+R1 = [0.9, 0.1, 0.5, 0.3, 1.0, 1.0, 1.0, 1.0]
+R2 = [1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0]
+WEIGHTS = [0.5, 2.0]
+
+
+@pytest.fixture(scope="module")
+def trainer(tiny, tmp_path_factory):
+    dataset = Dataset.from_list(
+        [
+            {"prompt": [{"role": "user", "content": "What is 6 - 0?"}], "answer": 6},
+            {"prompt": [{"role": "user", "content": "What is 4 * 7?"}], "answer": 28},
+        ]
+    )
+    args = GRPOConfig(
+        output_dir=str(tmp_path_factory.mktemp("grpo-math")),
+        use_cpu=True,
+        bf16=False,
+        gradient_checkpointing=False,
+        report_to="none",
+        num_generations=G,
+        per_device_train_batch_size=G,
+        gradient_accumulation_steps=GA,
+        max_completion_length=T,
+        beta=BETA,
+        epsilon=EPS,
+        epsilon_high=EPS_HIGH,
+        reward_weights=WEIGHTS,
+        seed=0,
+    )
+    trainer = GRPOTrainer(
+        model=str(tiny.policy),
+        reward_funcs=[FixedReward("r1", R1), FixedReward("r2", R2)],
+        args=args,
+        train_dataset=dataset,
+    )
+    # The training loop sets this before each optimizer step (the number of micro-batches).
+    trainer.current_gradient_accumulation_steps = GA
+    trainer.model.train()
+    return trainer
+
+
+# ---------------------------------------------------------------------------------------------
+# Advantages
+# ---------------------------------------------------------------------------------------------
+
+
+def expected_advantages(rewards: torch.Tensor, scale: str) -> torch.Tensor:
+    groups = rewards.view(-1, G)
+    centred = groups - groups.mean(dim=1, keepdim=True)
+    if scale == "group":
+        centred = centred / (groups.std(dim=1, keepdim=True) + 1e-4)  # Bessel-corrected std
+    elif scale == "batch":
+        centred = centred / (rewards.std() + 1e-4)
+    return centred.view(-1)
+
+
+def _score(trainer, rows):
+    inputs = [rows[0]] * G + [rows[1]] * G  # what the repeat sampler feeds one generation round
+    return trainer._generate_and_score_completions([dict(r) for r in inputs])
+
+
+@pytest.mark.parametrize("scale", ["group", "batch", "none"], ids=lambda s: f"grpo-{s}")
+def test_grpo_advantages_per_scale_rewards(trainer, scale):
+    trainer.scale_rewards = scale
+    trainer.multi_objective_aggregation = "sum_then_normalize"
+    output = _score(trainer, trainer.train_dataset.to_list())
+    rewards = WEIGHTS[0] * torch.tensor(R1) + WEIGHTS[1] * torch.tensor(R2)
+    torch.testing.assert_close(output["advantages"], expected_advantages(rewards, scale), **TOL)
+    # Advantages are centred in each group: they sum to zero there.
+    assert output["advantages"].view(-1, G).sum(dim=1).abs().max() < 1e-5
+    metrics = trainer._metrics["train"]
+    assert metrics["reward"][-1] == pytest.approx(rewards.mean().item(), abs=1e-6)
+    assert metrics["rewards/r1/mean"][-1] == pytest.approx(sum(R1) / len(R1), abs=1e-6)
+    assert metrics["frac_reward_zero_std"][-1] == 0.0  # the weighted sum has spread in both groups
+
+
+def test_grpo_advantages_normalize_then_sum(trainer):
+    """GDPO: each reward normalised in its group first, then the weighted sum over the batch."""
+    trainer.multi_objective_aggregation = "normalize_then_sum"
+    output = _score(trainer, trainer.train_dataset.to_list())
+    per_func = [expected_advantages(torch.tensor(r), "group") for r in (R1, R2)]
+    summed = WEIGHTS[0] * per_func[0] + WEIGHTS[1] * per_func[1]
+    expected = (summed - summed.mean()) / (summed.std() + 1e-4)
+    trainer.multi_objective_aggregation = "sum_then_normalize"
+    torch.testing.assert_close(output["advantages"], expected, **TOL)
+
+
+def test_grpo_zero_spread_group_gets_zero_advantage(trainer):
+    """A group whose completions all score the same has advantage 0 for all of them."""
+    groups = torch.tensor(R1).view(-1, G)
+    advantages = expected_advantages(torch.tensor(R1), "group").view(-1, G)
+    assert groups[1].std() == 0 and advantages[1].abs().max() == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Loss
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def batch(trainer):
+    """Fixed inputs for `_compute_loss`: 8 completions of different lengths."""
+    gen = torch.Generator().manual_seed(0)
+    vocab = trainer.model.config.vocab_size
+    b, p = 2 * G, 5
+    lengths = torch.tensor([6, 3, 5, 1, 6, 2, 4, 6])
+    completion_mask = (torch.arange(T)[None, :] < lengths[:, None]).long()
+    inputs = {
+        "prompt_ids": torch.randint(0, vocab, (b, p), generator=gen),
+        "prompt_mask": torch.ones(b, p, dtype=torch.long),
+        "completion_ids": torch.randint(0, vocab, (b, T), generator=gen),
+        "completion_mask": completion_mask,
+        "advantages": torch.randn(b, generator=gen),
+    }
+    logps = our_logps(trainer.model, inputs).detach()
+    inputs["old_per_token_logps"] = logps + 0.3 * torch.randn(b, T, generator=gen)
+    inputs["ref_per_token_logps"] = logps + 0.2 * torch.randn(b, T, generator=gen)
+    # Completion tokens of the whole generation batch (GA micro-batches); this one holds half.
+    inputs["num_items_in_batch"] = completion_mask.sum() * GA
+    return inputs
+
+
+def our_logps(model, inputs) -> torch.Tensor:
+    """log pi(y_t | x, y_<t) from the full logits: logits at position j predict token j + 1."""
+    ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1)
+    mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
+    logits = model(input_ids=ids, attention_mask=mask).logits
+    logits = logits[:, -T - 1 : -1]
+    return torch.log_softmax(logits.float(), dim=-1).gather(
+        -1, inputs["completion_ids"][..., None]
+    )[..., 0]
+
+
+def expected_loss(trainer, inputs, loss_type, level="token"):
+    with torch.no_grad():
+        logps = our_logps(trainer.model, inputs)
+    m = inputs["completion_mask"].float()
+    a = inputs["advantages"][:, None]
+    log_ratio = logps - inputs["old_per_token_logps"]
+    if level == "sequence":  # GSPO: one ratio per sequence, the mean log-ratio over its tokens
+        log_ratio_is = ((log_ratio * m).sum(-1) / m.sum(-1))[:, None]
+    else:
+        log_ratio_is = log_ratio
+    ratio = torch.exp(log_ratio_is)
+
+    if loss_type == "cispo":
+        per_token = -torch.clamp(ratio, max=EPS_HIGH) * a * logps
+    elif loss_type == "sapo":
+        tau = torch.where(a > 0, 1.0, 1.05)  # sapo_temperature_pos, sapo_temperature_neg
+        per_token = -torch.sigmoid(tau * (ratio - 1)) * 4 / tau * a
+    elif loss_type == "vespo":
+        log_w = (log_ratio * m).sum(-1, keepdim=True)  # the sequence's summed log-ratio
+        k = torch.where(a >= 0, 2.0, 3.0)  # vespo_k_pos, vespo_k_neg
+        lam = torch.where(a >= 0, 3.0, 2.0)  # vespo_lambda_pos, vespo_lambda_neg
+        phi = torch.exp(lam + k * log_w - lam * torch.exp(log_w))
+        per_token = -phi * a * logps
+    else:  # the PPO clipped surrogate
+        clipped = torch.clamp(ratio, 1 - EPS, 1 + EPS_HIGH)
+        per_token = -torch.min(ratio * a, clipped * a)
+
+    ref_diff = inputs["ref_per_token_logps"] - logps
+    k3 = torch.exp(ref_diff) - ref_diff - 1  # Schulman's estimator of KL(pi_theta || pi_ref)
+    per_token = per_token + BETA * k3 * ratio  # use_bias_correction_kl: weighted by the ratio
+    per_token = per_token * m  # broadcasts (B, 1) sequence-level terms over the tokens
+
+    n_tokens = m.sum(-1)
+    if loss_type in ("grpo", "sapo"):
+        return (per_token.sum(-1) / n_tokens).mean() / GA
+    if loss_type == "bnpo":
+        return per_token.sum() / m.sum() / GA
+    if loss_type == "dr_grpo":
+        return per_token.sum() / (m.shape[0] * T) / GA
+    if loss_type == "luspo":
+        return per_token.sum(-1).mean() / GA
+    # dapo, cispo, vespo: the token count of the whole generation batch, so that summing the GA
+    # micro-batch gradients gives one average over every completion token of the batch.
+    return per_token.sum() / inputs["num_items_in_batch"]
+
+
+def _library_loss(trainer, batch, loss_type, level="token"):
+    trainer.loss_type = loss_type
+    trainer.importance_sampling_level = level
+    try:
+        return trainer._compute_loss(trainer.model, dict(batch))
+    finally:
+        trainer.loss_type, trainer.importance_sampling_level = "dapo", "token"
+
+
+@pytest.mark.parametrize("loss_type", LOSS_TYPES, ids=lambda t: f"grpo-loss-{t}")
+def test_grpo_loss_type_matches_library(trainer, batch, loss_type):
+    level = "sequence" if loss_type == "luspo" else "token"  # LUSPO is defined on GSPO's ratio
+    ours = expected_loss(trainer, batch, loss_type, level)
+    torch.testing.assert_close(_library_loss(trainer, batch, loss_type, level), ours, **TOL)
+
+
+def test_grpo_sequence_level_importance_sampling_gspo(trainer, batch):
+    ours = expected_loss(trainer, batch, "grpo", level="sequence")
+    torch.testing.assert_close(_library_loss(trainer, batch, "grpo", "sequence"), ours, **TOL)
+    assert not torch.allclose(ours, expected_loss(trainer, batch, "grpo", level="token"))
+
+
+def test_grpo_clip_ratio_metric(trainer, batch):
+    """`clip_ratio/region_mean`: tokens where the clip removed the gradient, over all tokens."""
+    _library_loss(trainer, batch, "dapo")
+    with torch.no_grad():
+        ratio = torch.exp(our_logps(trainer.model, batch) - batch["old_per_token_logps"])
+    a = batch["advantages"][:, None]
+    m = batch["completion_mask"].bool()
+    clipped = ((ratio < 1 - EPS) & (a < 0)) | ((ratio > 1 + EPS_HIGH) & (a > 0))
+    expected = clipped[m].float().mean().item()
+    assert 0 < expected < 1  # the noise on the old log-probs makes the clip bite somewhere
+    assert trainer._metrics["train"]["clip_ratio/region_mean"][-1] == pytest.approx(expected)
+
+
+def test_grpo_kl_metric_is_k3(trainer, batch):
+    _library_loss(trainer, batch, "dapo")
+    with torch.no_grad():
+        logps = our_logps(trainer.model, batch)
+    ratio = torch.exp(logps - batch["old_per_token_logps"])
+    diff = batch["ref_per_token_logps"] - logps
+    k3 = (torch.exp(diff) - diff - 1) * ratio
+    m = batch["completion_mask"].bool()
+    assert trainer._metrics["train"]["kl"][-1] == pytest.approx(k3[m].mean().item(), rel=1e-5)
+
+
+def test_grpo_on_policy_gradient_is_policy_gradient(trainer, batch):
+    """With pi_old = pi_theta (ratio 1, the first update of a batch) and no KL, the gradient of
+    the dapo loss is the REINFORCE gradient -(1/N) sum_i A_i sum_t grad log pi(y_it), although
+    the loss value itself is just -(1/N) sum_i A_i |y_i|."""
+    on_policy = {k: v for k, v in batch.items() if k not in ("old_per_token_logps",)}
+    trainer.beta = 0.0
+    try:
+        trainer.model.zero_grad()
+        loss = _library_loss(trainer, on_policy, "dapo")
+        loss.backward()
+        library_grad = [p.grad.clone() for p in trainer.model.parameters()]
+        trainer.model.zero_grad()
+    finally:
+        trainer.beta = BETA
+    m = batch["completion_mask"].float()
+    a = batch["advantages"][:, None]
+    n = batch["num_items_in_batch"]
+    assert loss.item() == pytest.approx((-(a * m).sum() / n).item(), abs=1e-6)
+    reinforce = -(a * our_logps(trainer.model, batch) * m).sum() / n
+    ours = torch.autograd.grad(reinforce, list(trainer.model.parameters()))
+    for got, want in zip(library_grad, ours, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-4)
