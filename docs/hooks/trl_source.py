@@ -21,6 +21,7 @@ stores TRL source: it is read from the installed package at every build.
 import ast
 import importlib
 import inspect
+import os
 import re
 import sys
 import textwrap
@@ -31,6 +32,10 @@ from pathlib import Path
 from mkdocs.plugins import get_plugin_logger
 
 log = get_plugin_logger("trl_source")
+
+# Resolving excerpts imports `trl.experimental.*`, which warns loudly on import; the warning says
+# nothing about the site.
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 DIRECTIVE_RE = re.compile(r"^(?P<indent>[ \t]*)\[\[trl-source:(?P<body>.+?)\]\][ \t]*$", re.M)
 BODY_RE = re.compile(
