@@ -57,6 +57,7 @@ METHOD_FORMATS = {
     # `answer` travel to the reward functions).
     "grpo": ("prompt_only",),
     "rloo": ("prompt_only",),
+    "online_dpo": ("prompt_only",),
     # GKD's collator renders whole conversations. Distillation is fully on-policy: it reads only
     # `prompt` (a `completion` column is accepted and ignored).
     "gkd": ("conversational_language_modeling",),
