@@ -1,6 +1,7 @@
 """Shared test set-up: offline environment and one tiny fixture per session."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +30,15 @@ def tiny(tmp_path_factory) -> SimpleNamespace:
     root = build_all(tmp_path_factory.mktemp("tiny"))
     names = ("policy", "teacher", "reward", "token_classifier", "data")
     return SimpleNamespace(root=root, **{name: root / name for name in names})
+
+
+@pytest.fixture
+def policy_without_chat_template(tiny, tmp_path):
+    """The tiny policy with its chat template removed: conversational data must be refused."""
+    model_dir = tmp_path / "no-template"
+    shutil.copytree(tiny.policy, model_dir)
+    (model_dir / "chat_template.jinja").unlink()
+    return model_dir
 
 
 def run_script(script: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:

@@ -5,11 +5,8 @@ expects `SystemExit` carrying the one-line message; one case also runs as a true
 check what a user sees: exit code 1, one line on stderr, no traceback, no output folder.
 """
 
-import json
-import runpy
-import sys
-
 import pytest
+from bad_input import jsonl, refusal
 from conftest import REPO, run_script
 
 METHOD = "cpo"
@@ -18,26 +15,22 @@ RECIPE = REPO / "annotated_examples" / "recipes" / f"{METHOD}_tiny.yaml"
 PAIR = '{"prompt": "...", "chosen": "...", "rejected": "..."}'
 
 
-def _jsonl(rows) -> str:
-    return "".join(json.dumps(row) + "\n" for row in rows)
-
-
 # name -> (file name, file content, words the error line must contain)
 CASES = {
     "missing-rejected": (
-        _jsonl([{"prompt": "What is 1 + 1?", "chosen": " 1 + 1 = 2"}]),
+        jsonl([{"prompt": "What is 1 + 1?", "chosen": " 1 + 1 = 2"}]),
         ["line 1", f"which {METHOD} cannot train on", 'missing "rejected"', PAIR],
     ),
     "missing-chosen": (
-        _jsonl([{"prompt": "What is 1 + 1?", "rejected": " 1 + 1 = 3"}]),
+        jsonl([{"prompt": "What is 1 + 1?", "rejected": " 1 + 1 = 3"}]),
         ["line 1", f"which {METHOD} cannot train on", '"chosen"', PAIR],
     ),
     "wrong-value-type": (
-        _jsonl([{"prompt": "What is 1 + 1?", "chosen": " 1 + 1 = 2", "rejected": 3}]),
+        jsonl([{"prompt": "What is 1 + 1?", "chosen": " 1 + 1 = 2", "rejected": 3}]),
         ["line 1", 'column "rejected" is a number', "expected a string or a list of messages"],
     ),
     "mixed-string-and-messages": (
-        _jsonl(
+        jsonl(
             [
                 {
                     "prompt": "What is 1 + 1?",
@@ -50,23 +43,14 @@ CASES = {
     ),
     "empty-file": ("", ["no rows", "expected rows like", PAIR]),
     "broken-json-line": (
-        _jsonl([{"prompt": "a", "chosen": " b", "rejected": " c"}]) + '{"prompt": "d", "cho\n',
+        jsonl([{"prompt": "a", "chosen": " b", "rejected": " c"}]) + '{"prompt": "d", "cho\n',
         ["line 2", "not valid JSON", "one object per line"],
     ),
     "prompt-only-data": (
-        _jsonl([{"prompt": "What is 1 + 1?", "answer": 2}]),
+        jsonl([{"prompt": "What is 1 + 1?", "answer": 2}]),
         ["line 1", "prompt_only data", f"which {METHOD} cannot train on", PAIR],
     ),
 }
-
-
-def _run_in_process(monkeypatch, *args) -> str:
-    monkeypatch.setattr(sys, "argv", [str(SCRIPT), "--config", str(RECIPE), *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        runpy.run_path(str(SCRIPT), run_name="__main__")
-    message = exit_info.value.code
-    assert isinstance(message, str), f"expected an error message, got exit code {message!r}"
-    return message
 
 
 @pytest.mark.badinput
@@ -77,7 +61,7 @@ def test_cpo_refuses_bad_dataset(tiny, tmp_path, monkeypatch, case):
     data.write_text(content, encoding="utf-8")
     out = tmp_path / "out"
     args = ["--model_name_or_path", tiny.policy, "--dataset_name", data, "--output_dir", out]
-    message = _run_in_process(monkeypatch, *args)
+    message = refusal(monkeypatch, SCRIPT, RECIPE, *args)
     assert message.startswith("error: ") and "\n" not in message
     assert str(data) in message
     for word in words:
@@ -89,7 +73,7 @@ def test_cpo_refuses_bad_dataset(tiny, tmp_path, monkeypatch, case):
 def test_cpo_refuses_missing_file(tiny, tmp_path, monkeypatch):
     data, out = tmp_path / "missing.jsonl", tmp_path / "out"
     args = ["--model_name_or_path", tiny.policy, "--dataset_name", data, "--output_dir", out]
-    message = _run_in_process(monkeypatch, *args)
+    message = refusal(monkeypatch, SCRIPT, RECIPE, *args)
     assert message.startswith("error: ") and "no such file or folder" in message
     assert not out.exists()
 

@@ -5,37 +5,29 @@ expects `SystemExit` carrying the one-line message; one case also runs as a true
 check what a user sees: exit code 1, one line on stderr, no traceback, no output folder.
 """
 
-import json
-import runpy
-import shutil
-import sys
-
 import pytest
+from bad_input import jsonl, refusal
 from conftest import REPO, run_script
 
 SCRIPT = REPO / "annotated_examples" / "distillation_training.py"
 RECIPE = REPO / "annotated_examples" / "recipes" / "distillation_tiny.yaml"
 
 
-def _jsonl(rows) -> str:
-    return "".join(json.dumps(row) + "\n" for row in rows)
-
-
 # name -> (file name, file content, words the error line must contain)
 CASES = {
     "distillation-preference-data": (
         "data.jsonl",
-        _jsonl([{"prompt": "What is 1 + 1?", "chosen": " 2", "rejected": " 3"}]),
+        jsonl([{"prompt": "What is 1 + 1?", "chosen": " 2", "rejected": " 3"}]),
         ["line 1", "preference data", "distillation cannot train on", '{"prompt": "..."}'],
     ),
     "distillation-conversation-data": (
         "data.jsonl",
-        _jsonl([{"messages": [{"role": "user", "content": "What is 1 + 1?"}]}]),
+        jsonl([{"messages": [{"role": "user", "content": "What is 1 + 1?"}]}]),
         ["line 1", "conversational_language_modeling data", "distillation cannot train on"],
     ),
     "distillation-prompt-is-a-number": (
         "data.jsonl",
-        _jsonl([{"prompt": "What is 1 + 1?"}, {"prompt": 2}]),
+        jsonl([{"prompt": "What is 1 + 1?"}, {"prompt": 2}]),
         ["line 2", 'column "prompt" is a number', "expected a string or a list of messages"],
     ),
     "distillation-empty-file": ("data.jsonl", "", ["no rows", "expected rows like"]),
@@ -53,15 +45,6 @@ def _write(tmp_path, name, content):
     return path
 
 
-def _run_in_process(monkeypatch, *args) -> str:
-    monkeypatch.setattr(sys, "argv", [str(SCRIPT), "--config", str(RECIPE), *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        runpy.run_path(str(SCRIPT), run_name="__main__")
-    message = exit_info.value.code
-    assert isinstance(message, str), f"expected an error message, got exit code {message!r}"
-    return message
-
-
 def _args(tiny, model, data, out):
     return ["--model_name_or_path", model, "--teacher_model_name_or_path", tiny.teacher] + [
         "--dataset_name",
@@ -77,20 +60,12 @@ def test_distillation_refuses_bad_dataset(tiny, tmp_path, monkeypatch, case):
     name, content, words = CASES[case]
     data = _write(tmp_path, name, content)
     out = tmp_path / "out"
-    message = _run_in_process(monkeypatch, *_args(tiny, tiny.policy, data, out))
+    message = refusal(monkeypatch, SCRIPT, RECIPE, *_args(tiny, tiny.policy, data, out))
     assert message.startswith("error: ") and "\n" not in message
     assert str(data) in message
     for word in words:
         assert word in message
     assert not out.exists()
-
-
-@pytest.fixture
-def policy_without_chat_template(tiny, tmp_path):
-    model_dir = tmp_path / "no-template"
-    shutil.copytree(tiny.policy, model_dir)
-    (model_dir / "chat_template.jinja").unlink()
-    return model_dir
 
 
 @pytest.mark.badinput
@@ -99,7 +74,9 @@ def test_distillation_refuses_conversational_prompts_without_chat_template(
 ):
     data = tiny.data / "conversational_prompt_only"
     out = tmp_path / "out"
-    message = _run_in_process(monkeypatch, *_args(tiny, policy_without_chat_template, data, out))
+    message = refusal(
+        monkeypatch, SCRIPT, RECIPE, *_args(tiny, policy_without_chat_template, data, out)
+    )
     assert "needs a chat template" in message and "tokenizer has none" in message
     assert str(data) in message
     assert not out.exists()

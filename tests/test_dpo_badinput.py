@@ -6,11 +6,8 @@ expects `SystemExit` carrying the one-line message; one case also runs as a true
 check what a user sees: exit code 1, one line on stderr, no traceback, no output folder.
 """
 
-import json
-import runpy
-import sys
-
 import pytest
+from bad_input import jsonl, refusal
 from conftest import REPO, run_script
 
 SCRIPT = REPO / "annotated_examples" / "dpo_training.py"
@@ -19,34 +16,30 @@ PAIR = {"prompt": "What is 1 + 1?", "chosen": " 1 + 1 = 2", "rejected": " 1 + 1 
 EXPECTED_ROW = '{"prompt": "...", "chosen": "...", "rejected": "..."}'
 
 
-def _jsonl(rows) -> str:
-    return "".join(json.dumps(row) + "\n" for row in rows)
-
-
 # name -> (file content, words the error line must contain)
 CASES = {
     "dpo-missing-rejected": (
-        _jsonl([{"prompt": "What is 1 + 1?", "chosen": " 2"}]),
+        jsonl([{"prompt": "What is 1 + 1?", "chosen": " 2"}]),
         ["line 1", "dpo cannot train on", 'missing "rejected"', EXPECTED_ROW],
     ),
     "dpo-missing-chosen": (
-        _jsonl([{"prompt": "What is 1 + 1?", "rejected": " 3"}]),
+        jsonl([{"prompt": "What is 1 + 1?", "rejected": " 3"}]),
         ["line 1", "dpo cannot train on", 'missing "chosen"'],
     ),
     "dpo-prompt-only-data": (
-        _jsonl([{"prompt": "What is 1 + 1?", "answer": 2}]),
+        jsonl([{"prompt": "What is 1 + 1?", "answer": 2}]),
         ["line 1", "has prompt_only data, which dpo cannot train on", "expected rows like"],
     ),
     "dpo-wrong-value-type": (
-        _jsonl([PAIR, {**PAIR, "chosen": 2}]),
+        jsonl([PAIR, {**PAIR, "chosen": 2}]),
         ["line 2", 'column "chosen" is a number', "expected a string or a list of messages"],
     ),
     "dpo-rejected-not-text": (
-        _jsonl([{"chosen": "1 + 1 = 2", "rejected": ["1 + 1 = 3"]}]),
+        jsonl([{"chosen": "1 + 1 = 2", "rejected": ["1 + 1 = 3"]}]),
         ["line 1", 'column "rejected" is a list'],
     ),
     "dpo-mixed-string-and-messages": (
-        _jsonl(
+        jsonl(
             [
                 {
                     "prompt": [{"role": "user", "content": "What is 1 + 1?"}],
@@ -59,19 +52,10 @@ CASES = {
     ),
     "dpo-empty-file": ("", ["no rows", "expected rows like", EXPECTED_ROW]),
     "dpo-broken-json-line": (
-        _jsonl([PAIR]) + '{"prompt": "What is 1 + 2?", "chosen": " 3", "rej\n',
+        jsonl([PAIR]) + '{"prompt": "What is 1 + 2?", "chosen": " 3", "rej\n',
         ["line 2", "not valid JSON", "one object per line"],
     ),
 }
-
-
-def _run_in_process(monkeypatch, *args) -> str:
-    monkeypatch.setattr(sys, "argv", [str(SCRIPT), "--config", str(RECIPE), *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        runpy.run_path(str(SCRIPT), run_name="__main__")
-    message = exit_info.value.code
-    assert isinstance(message, str), f"expected an error message, got exit code {message!r}"
-    return message
 
 
 @pytest.mark.badinput
@@ -81,8 +65,10 @@ def test_dpo_refuses_bad_dataset(tiny, tmp_path, monkeypatch, case):
     data = tmp_path / "pairs.jsonl"
     data.write_text(content, encoding="utf-8")
     out = tmp_path / "out"
-    message = _run_in_process(
+    message = refusal(
         monkeypatch,
+        SCRIPT,
+        RECIPE,
         "--model_name_or_path",
         tiny.policy,
         "--dataset_name",

@@ -5,20 +5,12 @@ expects `SystemExit` carrying the one-line message; one case also runs as a true
 check what a user sees: exit code 1, one line on stderr, no traceback, no output folder.
 """
 
-import json
-import runpy
-import shutil
-import sys
-
 import pytest
+from bad_input import jsonl, refusal
 from conftest import REPO, run_script
 
 SCRIPT = REPO / "annotated_examples" / "gkd_training.py"
 RECIPE = REPO / "annotated_examples" / "recipes" / "gkd_tiny.yaml"
-
-
-def _jsonl(rows) -> str:
-    return "".join(json.dumps(row) + "\n" for row in rows)
 
 
 GOOD = {
@@ -32,28 +24,28 @@ GOOD = {
 CASES = {
     "gkd-preference-data": (
         "data.jsonl",
-        _jsonl([{"prompt": "What is 1 + 1?", "chosen": " 2", "rejected": " 3"}]),
+        jsonl([{"prompt": "What is 1 + 1?", "chosen": " 2", "rejected": " 3"}]),
         ["line 1", "preference data", "gkd cannot train on", '{"messages": ['],
     ),
     "gkd-prompt-only-data": (
         "data.jsonl",
-        _jsonl([{"prompt": "What is 1 + 1?"}]),
+        jsonl([{"prompt": "What is 1 + 1?"}]),
         ["line 1", "prompt_only data", "gkd cannot train on"],
     ),
     "gkd-messages-is-a-string": (
         "data.jsonl",
-        _jsonl([GOOD, {"messages": "What is 1 + 1? 2"}]),
+        jsonl([GOOD, {"messages": "What is 1 + 1? 2"}]),
         ["line 2", 'column "messages" is a string', "expected a non-empty list of messages"],
     ),
     "gkd-bad-message": (
         "data.jsonl",
-        _jsonl([{"messages": [{"role": "user", "content": 7}]}]),
+        jsonl([{"messages": [{"role": "user", "content": 7}]}]),
         ["line 1", "message 0", '"role": one of'],
     ),
     "gkd-empty-file": ("data.jsonl", "", ["no rows", "expected rows like"]),
     "gkd-broken-json-line": (
         "data.jsonl",
-        _jsonl([GOOD]) + '{"messages": [\n',
+        jsonl([GOOD]) + '{"messages": [\n',
         ["line 2", "not valid JSON", "one object per line"],
     ),
 }
@@ -63,15 +55,6 @@ def _write(tmp_path, name, content):
     path = tmp_path / name
     path.write_text(content)
     return path
-
-
-def _run_in_process(monkeypatch, *args) -> str:
-    monkeypatch.setattr(sys, "argv", [str(SCRIPT), "--config", str(RECIPE), *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        runpy.run_path(str(SCRIPT), run_name="__main__")
-    message = exit_info.value.code
-    assert isinstance(message, str), f"expected an error message, got exit code {message!r}"
-    return message
 
 
 def _args(tiny, model, data, out):
@@ -89,20 +72,12 @@ def test_gkd_refuses_bad_dataset(tiny, tmp_path, monkeypatch, case):
     name, content, words = CASES[case]
     data = _write(tmp_path, name, content)
     out = tmp_path / "out"
-    message = _run_in_process(monkeypatch, *_args(tiny, tiny.policy, data, out))
+    message = refusal(monkeypatch, SCRIPT, RECIPE, *_args(tiny, tiny.policy, data, out))
     assert message.startswith("error: ") and "\n" not in message
     assert str(data) in message
     for word in words:
         assert word in message
     assert not out.exists()
-
-
-@pytest.fixture
-def policy_without_chat_template(tiny, tmp_path):
-    model_dir = tmp_path / "no-template"
-    shutil.copytree(tiny.policy, model_dir)
-    (model_dir / "chat_template.jinja").unlink()
-    return model_dir
 
 
 @pytest.mark.badinput
@@ -112,7 +87,7 @@ def test_gkd_refuses_conversations_without_chat_template(
     data = tiny.data / "conversational_language_modeling"
     out = tmp_path / "out"
     args = _args(tiny, policy_without_chat_template, data, out)
-    message = _run_in_process(monkeypatch, *args)
+    message = refusal(monkeypatch, SCRIPT, RECIPE, *args)
     assert "needs a chat template" in message and "tokenizer has none" in message
     assert str(data) in message
     assert not out.exists()

@@ -6,11 +6,11 @@ expects `SystemExit` carrying the one-line message; one case also runs as a true
 check what a user sees: exit code 1, one line on stderr, no traceback.
 """
 
-import json
 import runpy
 import sys
 
 import pytest
+from bad_input import jsonl, refusal
 from conftest import REPO, run_script
 
 KEY = "grpo"
@@ -18,26 +18,22 @@ SCRIPT = REPO / "annotated_examples" / f"{KEY}_training.py"
 RECIPE = REPO / "annotated_examples" / "recipes" / f"{KEY}_tiny.yaml"
 
 
-def _jsonl(rows) -> str:
-    return "".join(json.dumps(row) + "\n" for row in rows)
-
-
-GOOD = _jsonl([{"prompt": "What is 1 + 1?", "answer": 2}])
+GOOD = jsonl([{"prompt": "What is 1 + 1?", "answer": 2}])
 
 # name -> (file content, extra flags, words the error line must contain)
 CASES = {
     f"{KEY}-missing-prompt": (
-        _jsonl([{"question": "What is 1 + 1?", "answer": 2}]),
+        jsonl([{"question": "What is 1 + 1?", "answer": 2}]),
         [],
         ["line 1", f"{KEY} cannot train on", '{"prompt": "..."}'],
     ),
     f"{KEY}-preference-data": (
-        _jsonl([{"prompt": "What is 1 + 1?", "chosen": " 2", "rejected": " 3"}]),
+        jsonl([{"prompt": "What is 1 + 1?", "chosen": " 2", "rejected": " 3"}]),
         [],
         ["preference data", f"{KEY} cannot train on"],
     ),
     f"{KEY}-wrong-prompt-type": (
-        _jsonl([{"prompt": "What is 1 + 1?"}, {"prompt": 7}]),
+        jsonl([{"prompt": "What is 1 + 1?"}, {"prompt": 7}]),
         [],
         ["line 2", 'column "prompt" is a number'],
     ),
@@ -70,15 +66,6 @@ CASES = {
 }
 
 
-def _run_in_process(monkeypatch, *args):
-    monkeypatch.setattr(sys, "argv", [str(SCRIPT), "--config", str(RECIPE), *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        runpy.run_path(str(SCRIPT), run_name="__main__")
-    message = exit_info.value.code
-    assert isinstance(message, str), f"expected an error message, got exit code {message!r}"
-    return message
-
-
 BAD = list(CASES)
 
 
@@ -90,7 +77,7 @@ def test_grpo_refuses_bad_input(tiny, tmp_path, monkeypatch, case):
     data.write_text(content)
     out = tmp_path / "out"
     args = ["--model_name_or_path", tiny.policy, "--dataset_name", data, "--output_dir", out]
-    message = _run_in_process(monkeypatch, *args, *extra)
+    message = refusal(monkeypatch, SCRIPT, RECIPE, *args, *extra)
     assert message.startswith("error: ") and "\n" not in message
     for word in words:
         assert word in message, message
@@ -101,7 +88,7 @@ def test_grpo_refuses_bad_input(tiny, tmp_path, monkeypatch, case):
 def test_grpo_without_reward_column_needs_a_reward(tiny, tmp_path, monkeypatch):
     """No `answer`/`solution` column and no reward given: the script cannot guess a reward."""
     data = tmp_path / "data.jsonl"
-    data.write_text(_jsonl([{"prompt": "Write a haiku."}]))
+    data.write_text(jsonl([{"prompt": "Write a haiku."}]))
     out = tmp_path / "out"
     recipe = tmp_path / "recipe.yaml"  # the tiny recipe without its reward_funcs line
     text = RECIPE.read_text().replace(

@@ -10,11 +10,8 @@ trainer counts desirable rows, with `TypeError: unsupported operand type(s) for 
 'str'`, a message that names neither the file nor the column.
 """
 
-import json
-import runpy
-import sys
-
 import pytest
+from bad_input import jsonl, refusal
 from conftest import REPO, run_script
 
 SCRIPT = REPO / "annotated_examples" / "kto_training.py"
@@ -23,63 +20,50 @@ RECIPE = REPO / "annotated_examples" / "recipes" / "kto_tiny.yaml"
 GOOD = {"prompt": "What is 1 + 1?", "completion": " 1 + 1 = 2", "label": True}
 
 
-def _jsonl(rows) -> str:
-    return "".join(json.dumps(row) + "\n" for row in rows)
-
-
 # name -> (file content, words the error line must contain)
 CASES = {
     "kto-missing-label": (
-        _jsonl([{"prompt": "What is 1 + 1?", "completion": " 1 + 1 = 2"}]),
+        jsonl([{"prompt": "What is 1 + 1?", "completion": " 1 + 1 = 2"}]),
         ["line 1", "prompt_completion data", "kto cannot train on", '"label": true'],
     ),
     "kto-label-string": (
-        _jsonl([GOOD, {**GOOD, "label": "yes"}]),
+        jsonl([GOOD, {**GOOD, "label": "yes"}]),
         ["line 2", 'column "label" is a string', "expected true or false"],
     ),
     "kto-label-number": (
-        _jsonl([{**GOOD, "label": 1}]),
+        jsonl([{**GOOD, "label": 1}]),
         ["line 1", 'column "label" is a number', "expected true or false"],
     ),
     "kto-label-null": (
-        _jsonl([GOOD, GOOD, {**GOOD, "label": None}]),
+        jsonl([GOOD, GOOD, {**GOOD, "label": None}]),
         ["line 3", 'column "label" is null', "expected true or false"],
     ),
     "kto-completion-wrong-type": (
-        _jsonl([{**GOOD, "completion": 2}]),
+        jsonl([{**GOOD, "completion": 2}]),
         ["line 1", 'column "completion" is a number', "a string or a list of messages"],
     ),
     "kto-mixed-prompt-completion-types": (
-        _jsonl([{**GOOD, "prompt": [{"role": "user", "content": "What is 1 + 1?"}]}]),
+        jsonl([{**GOOD, "prompt": [{"role": "user", "content": "What is 1 + 1?"}]}]),
         ["line 1", "a list and a string", "all strings or all lists of messages"],
     ),
     "kto-preference-wrong-type": (
-        _jsonl([{"prompt": "What is 1 + 1?", "chosen": 2, "rejected": " 1 + 1 = 3"}]),
+        jsonl([{"prompt": "What is 1 + 1?", "chosen": 2, "rejected": " 1 + 1 = 3"}]),
         ["line 1", 'column "chosen" is a number'],
     ),
     "kto-inconsistent-rows": (
-        _jsonl([GOOD, {"prompt": "a", "chosen": " b", "rejected": " c"}]),
+        jsonl([GOOD, {"prompt": "a", "chosen": " b", "rejected": " c"}]),
         ["line 2", "unpaired_preference data", "same columns"],
     ),
     "kto-prompt-only": (
-        _jsonl([{"prompt": "What is 1 + 1?"}]),
+        jsonl([{"prompt": "What is 1 + 1?"}]),
         ["line 1", "prompt_only data", "kto cannot train on", "expected rows like"],
     ),
     "kto-empty-file": ("", ["no rows", "expected rows like"]),
     "kto-broken-json-line": (
-        _jsonl([GOOD]) + '{"prompt": "What is 2 + 2?", "completion\n',
+        jsonl([GOOD]) + '{"prompt": "What is 2 + 2?", "completion\n',
         ["line 2", "not valid JSON", "one object per line"],
     ),
 }
-
-
-def _run_in_process(monkeypatch, *args) -> str:
-    monkeypatch.setattr(sys, "argv", [str(SCRIPT), "--config", str(RECIPE), *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        runpy.run_path(str(SCRIPT), run_name="__main__")
-    message = exit_info.value.code
-    assert isinstance(message, str), f"expected an error message, got exit code {message!r}"
-    return message
 
 
 @pytest.mark.badinput
@@ -90,7 +74,7 @@ def test_kto_refuses_bad_dataset(tiny, tmp_path, monkeypatch, case):
     data.write_text(content, encoding="utf-8")
     out = tmp_path / "out"
     args = ["--model_name_or_path", tiny.policy, "--dataset_name", data, "--output_dir", out]
-    message = _run_in_process(monkeypatch, *args)
+    message = refusal(monkeypatch, SCRIPT, RECIPE, *args)
     assert message.startswith("error: ") and "\n" not in message
     assert str(data) in message
     for word in words:
@@ -102,7 +86,7 @@ def test_kto_refuses_bad_dataset(tiny, tmp_path, monkeypatch, case):
 def test_kto_bad_input_as_a_user_sees_it(tiny, tmp_path):
     """A real process: exit code 1, exactly one line on stderr, no traceback, no output dir."""
     data = tmp_path / "labels.jsonl"
-    data.write_text(_jsonl([GOOD, {**GOOD, "label": "yes"}]), encoding="utf-8")
+    data.write_text(jsonl([GOOD, {**GOOD, "label": "yes"}]), encoding="utf-8")
     out = tmp_path / "out"
     result = run_script(
         "kto_training.py",

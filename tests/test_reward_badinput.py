@@ -5,36 +5,29 @@ expects `SystemExit` carrying the one-line message; one case also runs as a true
 check what a user sees: exit code 1, one line on stderr, no traceback.
 """
 
-import json
-import runpy
-import sys
-
 import pytest
+from bad_input import jsonl, refusal
 from conftest import REPO, run_script
 
 SCRIPT = REPO / "annotated_examples" / "reward_training.py"
 RECIPE = REPO / "annotated_examples" / "recipes" / "reward_tiny.yaml"
 
 
-def _jsonl(rows) -> str:
-    return "".join(json.dumps(row) + "\n" for row in rows)
-
-
 # name -> (file name, file content, words the error line must contain)
 CASES = {
     "reward-missing-rejected": (
         "data.jsonl",
-        _jsonl([{"prompt": "What is 1 + 1?", "chosen": " 1 + 1 = 2"}]),
+        jsonl([{"prompt": "What is 1 + 1?", "chosen": " 1 + 1 = 2"}]),
         ["line 1", "reward cannot train on", 'missing "rejected"'],
     ),
     "reward-missing-chosen": (
         "data.jsonl",
-        _jsonl([{"prompt": "What is 1 + 1?", "rejected": " 1 + 1 = 3"}]),
+        jsonl([{"prompt": "What is 1 + 1?", "rejected": " 1 + 1 = 3"}]),
         ["line 1", "reward cannot train on", 'missing "chosen"'],
     ),
     "reward-wrong-value-type": (
         "data.jsonl",
-        _jsonl(
+        jsonl(
             [
                 {"prompt": "What is 1 + 1?", "chosen": " 2", "rejected": " 3"},
                 {"prompt": "What is 2 + 2?", "chosen": 4, "rejected": " 5"},
@@ -44,7 +37,7 @@ CASES = {
     ),
     "reward-prompt-only": (
         "data.jsonl",
-        _jsonl([{"prompt": "What is 1 + 1?", "answer": 2}]),
+        jsonl([{"prompt": "What is 1 + 1?", "answer": 2}]),
         ["line 1", "prompt_only data", "reward cannot train on", "expected rows like"],
     ),
     "reward-empty-file": ("data.jsonl", "", ["no rows", "expected rows like"]),
@@ -62,23 +55,16 @@ def _write(tmp_path, name, content):
     return path
 
 
-def _run_in_process(monkeypatch, *args) -> str:
-    monkeypatch.setattr(sys, "argv", [str(SCRIPT), "--config", str(RECIPE), *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        runpy.run_path(str(SCRIPT), run_name="__main__")
-    message = exit_info.value.code
-    assert isinstance(message, str), f"expected an error message, got exit code {message!r}"
-    return message
-
-
 @pytest.mark.badinput
 @pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
 def test_reward_refuses_bad_dataset(tiny, tmp_path, monkeypatch, case):
     name, content, words = CASES[case]
     data = _write(tmp_path, name, content)
     out = tmp_path / "out"
-    message = _run_in_process(
+    message = refusal(
         monkeypatch,
+        SCRIPT,
+        RECIPE,
         "--model_name_or_path",
         tiny.policy,
         "--dataset_name",
@@ -97,7 +83,7 @@ def test_reward_refuses_bad_dataset(tiny, tmp_path, monkeypatch, case):
 def test_reward_bad_input_as_a_user_sees_it(tiny, tmp_path):
     """A real process: exit code 1, exactly one line on stderr, no traceback, no output dir."""
     out = tmp_path / "out"
-    data = _write(tmp_path, "prompts.jsonl", _jsonl([{"prompt": "What is 1 + 1?", "answer": 2}]))
+    data = _write(tmp_path, "prompts.jsonl", jsonl([{"prompt": "What is 1 + 1?", "answer": 2}]))
     result = run_script(
         "reward_training.py",
         *["--config", RECIPE, "--model_name_or_path", tiny.policy],

@@ -5,52 +5,44 @@ expects `SystemExit` carrying the one-line message; two cases also run as true s
 check what a user sees: exit code 1, one line on stderr, no traceback.
 """
 
-import json
-import runpy
-import shutil
-import sys
-
 import pytest
+from bad_input import jsonl, refusal
 from conftest import REPO, run_script
 
 SCRIPT = REPO / "annotated_examples" / "sft_training.py"
 RECIPE = REPO / "annotated_examples" / "recipes" / "sft_tiny.yaml"
 
 
-def _jsonl(rows) -> str:
-    return "".join(json.dumps(row) + "\n" for row in rows)
-
-
 # name -> (file name, file content, words the error line must contain)
 CASES = {
     "sft-no-usable-columns": (
         "data.jsonl",
-        _jsonl([{"question": "2 + 2", "answer": 4}]),
+        jsonl([{"question": "2 + 2", "answer": 4}]),
         ["line 1", "sft cannot train on", '{"text": "..."}'],
     ),
     "sft-other-method-format": (
         "data.jsonl",
-        _jsonl([{"prompt": "What is 1 + 1?", "chosen": " 2", "rejected": " 3"}]),
+        jsonl([{"prompt": "What is 1 + 1?", "chosen": " 2", "rejected": " 3"}]),
         ["preference data", "sft cannot train on"],
     ),
     "sft-wrong-value-type": (
         "data.jsonl",
-        _jsonl([{"text": "What is 1 + 1? 2"}, {"text": 2}]),
+        jsonl([{"text": "What is 1 + 1? 2"}, {"text": 2}]),
         ["line 2", 'column "text" is a number', "expected a non-empty string"],
     ),
     "sft-mixed-prompt-completion-types": (
         "data.jsonl",
-        _jsonl([{"prompt": [{"role": "user", "content": "Hi"}], "completion": "Hello"}]),
+        jsonl([{"prompt": [{"role": "user", "content": "Hi"}], "completion": "Hello"}]),
         ["line 1", "a list and a string", "all strings or all lists of messages"],
     ),
     "sft-bad-message": (
         "data.jsonl",
-        _jsonl([{"messages": [{"role": "robot", "content": "beep"}]}]),
+        jsonl([{"messages": [{"role": "robot", "content": "beep"}]}]),
         ["line 1", "message 0", '"role": one of'],
     ),
     "sft-inconsistent-rows": (
         "data.jsonl",
-        _jsonl([{"text": "a"}, {"prompt": "b", "completion": "c"}]),
+        jsonl([{"text": "a"}, {"prompt": "b", "completion": "c"}]),
         ["line 2", "same columns"],
     ),
     "sft-empty-file": ("data.jsonl", "", ["no rows", "expected rows like"]),
@@ -73,23 +65,16 @@ def _write(tmp_path, name, content):
     return path
 
 
-def _run_in_process(monkeypatch, *args) -> str:
-    monkeypatch.setattr(sys, "argv", [str(SCRIPT), "--config", str(RECIPE), *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        runpy.run_path(str(SCRIPT), run_name="__main__")
-    message = exit_info.value.code
-    assert isinstance(message, str), f"expected an error message, got exit code {message!r}"
-    return message
-
-
 @pytest.mark.badinput
 @pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
 def test_sft_refuses_bad_dataset(tiny, tmp_path, monkeypatch, case):
     name, content, words = CASES[case]
     data = _write(tmp_path, name, content)
     out = tmp_path / "out"
-    message = _run_in_process(
+    message = refusal(
         monkeypatch,
+        SCRIPT,
+        RECIPE,
         "--model_name_or_path",
         tiny.policy,
         "--dataset_name",
@@ -104,14 +89,6 @@ def test_sft_refuses_bad_dataset(tiny, tmp_path, monkeypatch, case):
     assert not out.exists()
 
 
-@pytest.fixture
-def policy_without_chat_template(tiny, tmp_path):
-    model_dir = tmp_path / "no-template"
-    shutil.copytree(tiny.policy, model_dir)
-    (model_dir / "chat_template.jinja").unlink()
-    return model_dir
-
-
 @pytest.mark.badinput
 def test_sft_refuses_conversations_without_chat_template(
     tiny, tmp_path, monkeypatch, policy_without_chat_template
@@ -119,7 +96,7 @@ def test_sft_refuses_conversations_without_chat_template(
     data = tiny.data / "conversational_language_modeling"
     out = tmp_path / "out"
     args = ["--model_name_or_path", policy_without_chat_template, "--dataset_name", data]
-    message = _run_in_process(monkeypatch, *args, "--output_dir", out)
+    message = refusal(monkeypatch, SCRIPT, RECIPE, *args, "--output_dir", out)
     assert "needs a chat template" in message and "tokenizer has none" in message
     assert str(data) in message
     assert not out.exists()

@@ -1,0 +1,27 @@
+"""What every method's bad-input tests share.
+
+A case writes a malformed dataset, runs the real example script on it in-process (`runpy`, the
+same code path as `python script.py`) and reads the one line the script exits with. Each method
+also runs one case as a true subprocess, to check what a user sees.
+"""
+
+import json
+import runpy
+import sys
+
+import pytest
+
+
+def jsonl(rows) -> str:
+    return "".join(json.dumps(row) + "\n" for row in rows)
+
+
+def refusal(monkeypatch, script, recipe, *args) -> str:
+    """Run `script --config recipe *args` in-process; return the one line it exits with."""
+    monkeypatch.setattr(sys, "argv", [str(script), "--config", str(recipe), *map(str, args)])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(script), run_name="__main__")
+    message = exit_info.value.code
+    assert isinstance(message, str), f"expected an error message, got exit code {message!r}"
+    assert message.startswith("error: ") and "\n" not in message, message
+    return message
