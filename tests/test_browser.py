@@ -15,7 +15,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from docs_support import html_path
+from docs_support import html_path, site_pages
 
 pytestmark = pytest.mark.browser
 
@@ -140,3 +140,32 @@ def test_every_request_stays_local(visit):
         if urlsplit(url).scheme not in ("data", "blob") and urlsplit(url).hostname != "127.0.0.1"
     ]
     assert not outside, f"requests that left 127.0.0.1: {outside}"
+
+
+@pytest.fixture(scope="module")
+def math_on_every_page(server, built_site):
+    """Open every page that has math, in one browser; per page, the formulas KaTeX failed on."""
+    from playwright.sync_api import sync_playwright
+
+    pages = [u for u in site_pages() if 'class="arithmatex"' in read(built_site / html_path(u))]
+    assert len(pages) > 3, "expected math on the reference guides"
+    failures = {}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        for uri in pages:
+            page.goto(server + html_path(uri), wait_until="networkidle")
+            settle(page, ".arithmatex .katex")
+            # `throwOnError: false` makes KaTeX show a bad formula in red as .katex-error.
+            failures[uri] = page.eval_on_selector_all(
+                ".arithmatex",
+                "els => els.filter(e => !e.querySelector('.katex')"
+                " || e.querySelector('.katex-error')).map(e => e.textContent.slice(0, 120))",
+            )
+        browser.close()
+    return failures
+
+
+@pytest.mark.parametrize("uri", site_pages())
+def test_every_formula_renders(math_on_every_page, uri):
+    assert not math_on_every_page.get(uri), f"{uri}: {math_on_every_page[uri][:3]}"
