@@ -58,6 +58,7 @@ from trl import (
 )
 
 from annotated_trl.data import DatasetError, load_checked_dataset
+from annotated_trl.teachers import TeacherError, check_teacher
 
 # ## 1. Arguments
 #
@@ -101,15 +102,23 @@ tokenizer = AutoTokenizer.from_pretrained(
 #
 # Every row is checked before any model is loaded: a malformed file costs a second, not a
 # download, and the error names the file and the line. Nothing is written to `--output_dir`.
+# The teacher is checked first, from its tokenizer and config only: it must share the
+# student's vocabulary (`annotated_trl.teachers`), which TRL itself never verifies.
 
 try:
+    check_teacher(
+        tokenizer,
+        model_args.model_name_or_path,
+        training_args.teacher_model_name_or_path,
+        trust_remote_code=training_args.trust_remote_code,
+    )
     dataset = load_checked_dataset(
         script_args.dataset_name,
         method="distillation",
         tokenizer=tokenizer,
         config=script_args.dataset_config,
     )
-except DatasetError as error:
+except (DatasetError, TeacherError) as error:
     sys.exit(f"error: {error}")
 
 train_dataset = dataset[script_args.dataset_train_split]

@@ -46,6 +46,7 @@ from trl import (  # noqa: E402
 from trl.experimental.gkd import GKDConfig, GKDTrainer  # noqa: E402
 
 from annotated_trl.data import DatasetError, load_checked_dataset  # noqa: E402
+from annotated_trl.teachers import TeacherError, check_teacher  # noqa: E402
 
 # ## 1. Arguments
 #
@@ -88,15 +89,23 @@ if tokenizer.pad_token is None:
 #
 # Every row is checked before any model is loaded: a malformed file costs a second, not a
 # download, and the error names the file and the line. Nothing is written to `--output_dir`.
+# The teacher is checked first, from its tokenizer and config only: it must share the
+# student's vocabulary (`annotated_trl.teachers`), which TRL itself never verifies.
 
 try:
+    check_teacher(
+        tokenizer,
+        model_args.model_name_or_path,
+        training_args.teacher_model_name_or_path,
+        trust_remote_code=training_args.trust_remote_code,
+    )
     dataset = load_checked_dataset(
         script_args.dataset_name,
         method="gkd",
         tokenizer=tokenizer,
         config=script_args.dataset_config,
     )
-except DatasetError as error:
+except (DatasetError, TeacherError) as error:
     sys.exit(f"error: {error}")
 
 train_dataset = dataset[script_args.dataset_train_split]

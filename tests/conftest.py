@@ -8,6 +8,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from transformers import AutoTokenizer
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -39,6 +40,28 @@ def policy_without_chat_template(tiny, tmp_path):
     shutil.copytree(tiny.policy, model_dir)
     (model_dir / "chat_template.jinja").unlink()
     return model_dir
+
+
+@pytest.fixture(scope="session")
+def foreign_teachers(tiny, tmp_path_factory) -> dict[str, Path]:
+    """Teachers that cannot teach the tiny student: another tokenizer, or a wider output layer."""
+    from transformers import AutoConfig, Qwen2ForCausalLM
+
+    from annotated_trl.fixtures import build_tokenizer
+
+    root = tmp_path_factory.mktemp("foreign-teachers")
+    other = build_tokenizer(
+        ["Ein ganz anderer Text mit anderen Wörtern, 0 1 2 3 4 5 6 7 8 9."] * 40
+    )
+    wide = AutoTokenizer.from_pretrained(tiny.teacher)
+    teachers = {}
+    for name, tokenizer in (("other-tokenizer", other), ("wider-output", wide)):
+        config = AutoConfig.from_pretrained(tiny.teacher)
+        config.vocab_size = len(tokenizer) + (64 if name == "wider-output" else 0)
+        teachers[name] = root / name
+        Qwen2ForCausalLM(config).save_pretrained(teachers[name])
+        tokenizer.save_pretrained(teachers[name])
+    return teachers
 
 
 def run_script(script: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:

@@ -94,3 +94,24 @@ def test_distillation_bad_input_as_a_user_sees_it(tiny, tmp_path):
     assert len(lines) == 1, result.stderr[-2000:]
     assert lines[0].startswith("error: ") and str(data) in lines[0] and "no rows" in lines[0]
     assert not out.exists()
+
+
+@pytest.mark.badinput
+@pytest.mark.parametrize(
+    "teacher, words",
+    [
+        ("other-tokenizer", ["its tokenizer differs from the student's", "same family"]),
+        ("wider-output", ["logits per token", "expected the same vocabulary size"]),
+    ],
+    ids=["distillation-teacher-other-tokenizer", "distillation-teacher-wider-output"],
+)
+def test_distillation_refuses_a_teacher_with_another_vocabulary(
+    tiny, tmp_path, monkeypatch, foreign_teachers, teacher, words
+):
+    out = tmp_path / "out"
+    args = _args(tiny, tiny.policy, tiny.data / "prompt_only", out)
+    args[args.index("--teacher_model_name_or_path") + 1] = foreign_teachers[teacher]
+    message = refusal(monkeypatch, SCRIPT, RECIPE, *args)
+    assert str(foreign_teachers[teacher]) in message
+    assert all(word in message for word in words), message
+    assert not out.exists()

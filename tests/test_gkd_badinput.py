@@ -105,3 +105,24 @@ def test_gkd_bad_input_as_a_user_sees_it(tiny, tmp_path):
     assert lines[0].startswith("error: ") and str(data) in lines[0]
     assert "gkd cannot train on" in lines[0]
     assert not out.exists()
+
+
+@pytest.mark.badinput
+@pytest.mark.parametrize(
+    "teacher, words",
+    [
+        ("other-tokenizer", ["its tokenizer differs from the student's", "same family"]),
+        ("wider-output", ["logits per token", "expected the same vocabulary size"]),
+    ],
+    ids=["gkd-teacher-other-tokenizer", "gkd-teacher-wider-output"],
+)
+def test_gkd_refuses_a_teacher_with_another_vocabulary(
+    tiny, tmp_path, monkeypatch, foreign_teachers, teacher, words
+):
+    out = tmp_path / "out"
+    args = _args(tiny, tiny.policy, tiny.data / "conversational_language_modeling", out)
+    args[args.index("--teacher_model_name_or_path") + 1] = foreign_teachers[teacher]
+    message = refusal(monkeypatch, SCRIPT, RECIPE, *args)
+    assert str(foreign_teachers[teacher]) in message
+    assert all(word in message for word in words), message
+    assert not out.exists()
