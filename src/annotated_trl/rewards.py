@@ -1,4 +1,4 @@
-"""Reward functions for the online methods (GRPO, RLOO), named on the command line.
+"""Reward functions for the online methods (GRPO, RLOO, Online DPO), named on the command line.
 
 A reward function is loaded only from an explicit dotted import path the user passes, e.g.
 `--reward_funcs annotated_trl.toy_task.arithmetic_reward`; nothing in a dataset is ever imported or
@@ -61,15 +61,18 @@ def import_reward_func(path: str) -> Callable:
     return func
 
 
-def default_reward_func(columns: list[str]) -> str:
-    """The dotted path of the default reward for a dataset with these columns."""
+def default_reward_func(columns: list[str], model_flag: str = "--reward_model_name_or_path") -> str:
+    """The dotted path of the default reward for a dataset with these columns.
+
+    `model_flag` is the script's flag for a reward model, named in the error.
+    """
     for column, path in DEFAULTS.items():
         if column in columns:
             return path
     raise RewardError(
         f"no reward: the dataset has columns {sorted(columns)} and none of "
         f"{sorted(DEFAULTS)}; pass --reward_funcs package.module.function "
-        "or --reward_model_name_or_path"
+        f"or {model_flag}"
     )
 
 
