@@ -1,127 +1,23 @@
 """GRPO bad input: a malformed dataset or an unusable reward is refused with one line, before
-anything is written.
-
-Each case runs the real script in-process (`runpy`, same code path as `python script.py`) and
-expects `SystemExit` carrying the one-line message; one case also runs as a true subprocess to
-check what a user sees: exit code 1, one line on stderr, no traceback.
-"""
-
-import runpy
-import sys
+anything is written. The cases are shared with RLOO: see `tests/reward_bad_input.py`."""
 
 import pytest
-from bad_input import jsonl, refusal
-from conftest import REPO, run_script
+import reward_bad_input as shared
 
 KEY = "grpo"
-SCRIPT = REPO / "annotated_examples" / f"{KEY}_training.py"
-RECIPE = REPO / "annotated_examples" / "recipes" / f"{KEY}_tiny.yaml"
-
-
-GOOD = jsonl([{"prompt": "What is 1 + 1?", "answer": 2}])
-
-# name -> (file content, extra flags, words the error line must contain)
-CASES = {
-    f"{KEY}-missing-prompt": (
-        jsonl([{"question": "What is 1 + 1?", "answer": 2}]),
-        [],
-        ["line 1", f"{KEY} cannot train on", '{"prompt": "..."}'],
-    ),
-    f"{KEY}-preference-data": (
-        jsonl([{"prompt": "What is 1 + 1?", "chosen": " 2", "rejected": " 3"}]),
-        [],
-        ["preference data", f"{KEY} cannot train on"],
-    ),
-    f"{KEY}-wrong-prompt-type": (
-        jsonl([{"prompt": "What is 1 + 1?"}, {"prompt": 7}]),
-        [],
-        ["line 2", 'column "prompt" is a number'],
-    ),
-    f"{KEY}-empty-file": ("", [], ["no rows", "expected rows like"]),
-    f"{KEY}-broken-json-line": (
-        '{"prompt": "fine"}\n{"prompt": "broken\n',
-        [],
-        ["line 2", "not valid JSON"],
-    ),
-    f"{KEY}-unknown-reward-module": (
-        GOOD,
-        ["--reward_funcs", "no_such_package.rewards.score"],
-        ["no_such_package.rewards.score", "no module named 'no_such_package'"],
-    ),
-    f"{KEY}-unknown-reward-function": (
-        GOOD,
-        ["--reward_funcs", "annotated_trl.toy_task.no_such_reward"],
-        ["module 'annotated_trl.toy_task' has no 'no_such_reward'"],
-    ),
-    f"{KEY}-reward-not-a-dotted-path": (
-        GOOD,
-        ["--reward_funcs", "accuracy"],
-        ["expected a dotted import path"],
-    ),
-    f"{KEY}-reward-weights-mismatch": (
-        GOOD,
-        ["--reward_weights", "1.0", "2.0"],
-        ["2 reward weights for 1 rewards"],
-    ),
-}
-
-
-BAD = list(CASES)
 
 
 @pytest.mark.badinput
-@pytest.mark.parametrize("case", BAD, ids=BAD)
+@pytest.mark.parametrize("case", list(shared.cases(KEY)))
 def test_grpo_refuses_bad_input(tiny, tmp_path, monkeypatch, case):
-    content, extra, words = CASES[case]
-    data = tmp_path / "data.jsonl"
-    data.write_text(content)
-    out = tmp_path / "out"
-    args = ["--model_name_or_path", tiny.policy, "--dataset_name", data, "--output_dir", out]
-    message = refusal(monkeypatch, SCRIPT, RECIPE, *args, *extra)
-    assert message.startswith("error: ") and "\n" not in message
-    for word in words:
-        assert word in message, message
-    assert not out.exists()
+    shared.refuses_bad_input(KEY, tiny, tmp_path, monkeypatch, case)
 
 
 @pytest.mark.badinput
 def test_grpo_without_reward_column_needs_a_reward(tiny, tmp_path, monkeypatch):
-    """No `answer`/`solution` column and no reward given: the script cannot guess a reward."""
-    data = tmp_path / "data.jsonl"
-    data.write_text(jsonl([{"prompt": "Write a haiku."}]))
-    out = tmp_path / "out"
-    recipe = tmp_path / "recipe.yaml"  # the tiny recipe without its reward_funcs line
-    text = RECIPE.read_text().replace(
-        "reward_funcs: [annotated_trl.toy_task.arithmetic_reward]", ""
-    )
-    recipe.write_text(text)
-    monkeypatch.setattr(
-        sys,
-        "argv",
-        [str(SCRIPT), "--config", str(recipe), "--model_name_or_path", str(tiny.policy)]
-        + ["--dataset_name", str(data), "--output_dir", str(out)],
-    )
-    with pytest.raises(SystemExit) as exit_info:
-        runpy.run_path(str(SCRIPT), run_name="__main__")
-    message = exit_info.value.code
-    assert "no reward" in message and "--reward_funcs" in message and "\n" not in message
-    assert not out.exists()
+    shared.needs_a_reward(KEY, tiny, tmp_path, monkeypatch)
 
 
 @pytest.mark.badinput
 def test_grpo_bad_reward_as_a_user_sees_it(tiny, tmp_path):
-    """A real process: exit code 1, exactly one line on stderr, no traceback, no output dir."""
-    out = tmp_path / "out"
-    result = run_script(
-        f"{KEY}_training.py",
-        *["--config", RECIPE, "--model_name_or_path", tiny.policy, "--output_dir", out],
-        *["--dataset_name", tiny.data / "prompt_only"],
-        *["--reward_funcs", "my_rewards.does_not_exist"],
-    )
-    assert result.returncode == 1
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr[-2000:]
-    assert lines[0] == (
-        "error: reward function 'my_rewards.does_not_exist': no module named 'my_rewards'"
-    )
-    assert not out.exists()
+    shared.user_sees_bad_reward(KEY, tiny, tmp_path)
