@@ -328,3 +328,31 @@ def test_walkthrough_notes_render_as_lists(built_site):
             re.findall(r"^[ \t]*\[\[trl-source:.*\]\][ \t]*\n\n[ \t]*1\. ", path.read_text(), re.M)
         )
         assert html.count("<ol>") >= noted, f"{path.name}: notes merged into code blocks"
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_config_fields_show_their_real_defaults(trl_api, name):
+    """A field renders as `name: type = <default>`, and that default is the installed class's."""
+    import dataclasses
+
+    cls = import_object(name)
+    documented = trl_api[name.removeprefix("trl.")]
+    checked = 0
+    for field in dataclasses.fields(cls):
+        attribute = documented.all_members.get(field.name)
+        if attribute is None or field.default is dataclasses.MISSING:
+            continue
+        if (
+            attribute.parent.path != documented.path
+        ):  # inherited from transformers: not ours to parse
+            continue
+        assert str(attribute.value) == repr(field.default), field.name
+        checked += 1
+    assert checked > 5
+
+
+def test_decorated_function_is_titled_with_its_own_file():
+    """`GenericForSequenceClassification.forward` is wrapped by a decorator in utils/generic."""
+    excerpt = resolve("transformers.modeling_layers.GenericForSequenceClassification.forward")
+    assert excerpt.path == "transformers/modeling_layers.py"
+    assert excerpt.code.lstrip().startswith(("def forward", "@"))
