@@ -22,13 +22,9 @@ GRPO run alone ~10-20 s. Loaded by other jobs it took up to 4.5 min (torch threa
 OMP_NUM_THREADS=1 helps a lot on a busy machine).
 """
 
-import datasets
 import pytest
-from transformers import AutoTokenizer
 from trl import GRPOConfig, GRPOTrainer
-from warm_start import greedy_solved_fraction, sft_warm_policy  # noqa: F401
-
-from annotated_trl.toy_task import arithmetic_reward
+from warm_start import sft_warm_policy, train_from_warm_start  # noqa: F401
 
 STEPS = 200
 WINDOW = 50  # steps averaged at each end of the run
@@ -36,52 +32,9 @@ WINDOW = 50  # steps averaged at each end of the run
 
 @pytest.fixture(scope="module")
 def grpo_run(tiny, sft_warm_policy, tmp_path_factory):  # noqa: F811
-    prompts = datasets.load_dataset(
-        "json",
-        data_files={
-            split: str(tiny.data / "conversational_prompt_only" / f"{split}.jsonl")
-            for split in ("train", "test")
-        },
+    return train_from_warm_start(
+        GRPOTrainer, GRPOConfig, tiny, sft_warm_policy, tmp_path_factory, STEPS
     )
-    tokenizer = AutoTokenizer.from_pretrained(sft_warm_policy)
-    args = GRPOConfig(
-        output_dir=str(tmp_path_factory.mktemp("grpo-learning")),
-        use_cpu=True,
-        bf16=False,
-        gradient_checkpointing=False,
-        activation_checkpointing=False,
-        learning_rate=3e-4,
-        lr_scheduler_type="constant",
-        per_device_train_batch_size=128,  # 8 prompts x 16 completions
-        num_generations=16,
-        max_completion_length=10,  # "3 + 4 = 7<|im_end|>" fits
-        temperature=1.0,
-        max_steps=STEPS,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        seed=42,
-    )
-    trainer = GRPOTrainer(
-        model=str(sft_warm_policy),
-        reward_funcs=arithmetic_reward,
-        args=args,
-        train_dataset=prompts["train"],
-        processing_class=tokenizer,
-    )
-
-    def solved():
-        trainer.model.eval()
-        return {
-            split: greedy_solved_fraction(trainer.model, tokenizer, prompts[split])
-            for split in ("train", "test")
-        }
-
-    before = solved()
-    trainer.train()
-    after = solved()
-    rewards = [row["reward"] for row in trainer.state.log_history if "reward" in row]
-    return before, after, rewards
 
 
 @pytest.mark.learning
