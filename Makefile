@@ -9,6 +9,9 @@ BIN := $(VENV)/bin
 # On these CPU machines `torch==2.13.0` resolves to the local CPU build; on a GPU machine the same
 # pin from PyPI is the CUDA build. Installed first so nothing else can pull a different torch.
 TORCH ?= torch==2.13.0
+# trl 1.12.0, the last release with PPO, BCO, Nash-MD, XPO and PRM: the reference our ports are
+# checked against (tests/parity.py). Pure Python, installed beside the environment, not into it.
+ORACLE := .oracle/trl-1.12
 
 .PHONY: serve test setup browser lint status
 
@@ -18,7 +21,7 @@ serve: setup
 test: setup browser
 	$(BIN)/pytest
 
-setup: $(VENV)/.installed node_modules/.installed
+setup: $(VENV)/.installed node_modules/.installed $(ORACLE)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -26,6 +29,11 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -c 'import torch' 2>/dev/null || $(BIN)/pip install --quiet "$(TORCH)"
 	$(BIN)/pip install --quiet -e ".[docs,test]"
+	touch $@
+
+$(ORACLE)/.installed: $(VENV)/.installed
+	rm -rf $(ORACLE)
+	$(BIN)/pip install --quiet --no-deps --target $(ORACLE) trl==1.12.0
 	touch $@
 
 node_modules/.installed: package-lock.json

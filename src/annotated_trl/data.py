@@ -53,11 +53,17 @@ METHOD_FORMATS = {
     "orpo": PAIRS,
     "cpo": PAIRS,
     "kto": ("unpaired_preference", *PAIRS),
+    "bco": ("unpaired_preference", *PAIRS),
+    # A process reward model labels every step of a reasoning trace.
+    "prm": ("stepwise_supervision",),
     # Online methods generate their own completions: they need prompts (extra columns such as
     # `answer` travel to the reward functions).
     "grpo": ("prompt_only",),
     "rloo": ("prompt_only",),
     "online_dpo": ("prompt_only",),
+    "ppo": ("prompt_only",),
+    "nash_md": ("prompt_only",),
+    "xpo": ("prompt_only",),
     # GKD's collator renders whole conversations. Distillation is fully on-policy: it reads only
     # `prompt` (a `completion` column is accepted and ignored).
     "gkd": ("conversational_language_modeling",),
