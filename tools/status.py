@@ -33,7 +33,9 @@ METHODS = {
     "xpo": ("XPO", "XPOTrainer"),
     "prm": ("PRM", "PRMTrainer"),
 }
-TEST_KINDS = ("smoke", "learning", "math", "badinput")
+TEST_KINDS = ("smoke", "learning", "math", "badinput", "parity")
+# Parity (step-by-step equality with trl 1.12.0) applies only to our ports of removed trainers.
+PORT_ONLY = {"parity"}
 
 
 def trl_location(key: str, trainer: str) -> str:
@@ -44,8 +46,10 @@ def trl_location(key: str, trainer: str) -> str:
     try:
         module = importlib.import_module(f"trl.experimental.{key}")
     except ImportError:
-        return "removed; ours"
-    return f"`trl.experimental.{key}`" if hasattr(module, trainer) else "removed; ours"
+        return f"removed; ours: `annotated_trl.trainers.{key}`"
+    if hasattr(module, trainer):
+        return f"`trl.experimental.{key}`"
+    return f"removed; ours: `annotated_trl.trainers.{key}`"
 
 
 def test_kinds(key: str) -> set[str]:
@@ -68,8 +72,14 @@ def row(key: str) -> list[str]:
         REPO / "annotated_examples" / "recipes" / f"{key}_tiny.yaml",
     ]
     kinds = test_kinds(key)
-    marks = [path.exists() for path in files] + [kind in kinds for kind in TEST_KINDS]
-    return [name, trl_location(key, trainer)] + ["✅" if m else "—" for m in marks]
+    location = trl_location(key, trainer)
+    cells = ["✅" if path.exists() else "—" for path in files]
+    for kind in TEST_KINDS:
+        if kind in PORT_ONLY and not location.startswith("removed"):
+            cells.append("n/a")
+        else:
+            cells.append("✅" if kind in kinds else "—")
+    return [name, location] + cells
 
 
 def main() -> None:
