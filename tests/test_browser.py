@@ -1,5 +1,6 @@
-"""A real headless Chromium views the built site: math is typeset, search answers, and no request
-leaves 127.0.0.1.
+"""A real headless Chromium views the built site: every page is crawled (math typeset, no
+console error, no request leaving 127.0.0.1), search answers and finds every method by name, and
+the "Which trainer?" chooser leads to every method listed in STATUS.md.
 
 Uses Debian's chromium (`apt-get install -y chromium`), driven by the playwright package; never
 `playwright install`, which downloads a browser.
@@ -16,6 +17,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from docs_support import html_path, site_pages
+from test_site_pages import METHODS
 
 pytestmark = pytest.mark.browser
 
@@ -143,29 +145,140 @@ def test_every_request_stays_local(visit):
 
 
 @pytest.fixture(scope="module")
-def math_on_every_page(server, built_site):
-    """Open every page that has math, in one browser; per page, the formulas KaTeX failed on."""
+def crawl(server, built_site):
+    """Open every page in one browser; per page, what went wrong in it.
+
+    - "math": formulas KaTeX did not typeset, or showed in red (`throwOnError: false`);
+    - "console": console errors and uncaught exceptions;
+    - "outside": requests to anything but 127.0.0.1 (data: and blob: URLs are local).
+    """
     from playwright.sync_api import sync_playwright
 
-    pages = [u for u in site_pages() if 'class="arithmatex"' in read(built_site / html_path(u))]
-    assert len(pages) > 3, "expected math on the reference guides"
-    failures = {}
+    results = {}
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page()
-        for uri in pages:
+        context = browser.new_context()
+        page = context.new_page()
+        current: dict[str, list] = {}
+        page.on(
+            "console",
+            lambda m: (
+                current["console"].append(f"{m.type}: {m.text}") if m.type == "error" else None
+            ),
+        )
+        page.on("pageerror", lambda e: current["console"].append(f"exception: {e}"))
+        # A failed load shows in the console without its URL; record the URL here.
+        page.on(
+            "response",
+            lambda r: (
+                current["console"].append(f"HTTP {r.status}: {r.url}") if r.status >= 400 else None
+            ),
+        )
+        context.on(
+            "request",
+            lambda r: current["outside"].append(r.url) if not is_local(r.url) else None,
+        )
+        for uri in site_pages():
+            current.update(console=[], outside=[], math=[])
             page.goto(server + html_path(uri), wait_until="networkidle")
-            settle(page, ".arithmatex .katex")
-            # `throwOnError: false` makes KaTeX show a bad formula in red as .katex-error.
-            failures[uri] = page.eval_on_selector_all(
-                ".arithmatex",
-                "els => els.filter(e => !e.querySelector('.katex')"
-                " || e.querySelector('.katex-error')).map(e => e.textContent.slice(0, 120))",
-            )
+            if 'class="arithmatex"' in read(built_site / html_path(uri)):
+                settle(page, ".arithmatex .katex")
+                current["math"] = page.eval_on_selector_all(
+                    ".arithmatex",
+                    "els => els.filter(e => !e.querySelector('.katex')"
+                    " || e.querySelector('.katex-error')).map(e => e.textContent.slice(0, 120))",
+                )
+            results[uri] = {k: list(v) for k, v in current.items()}
         browser.close()
-    return failures
+    return results
+
+
+def is_local(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme in ("data", "blob") or parts.hostname == "127.0.0.1"
+
+
+@pytest.fixture(scope="module")
+def math_on_every_page(crawl, built_site):
+    pages = [u for u in site_pages() if 'class="arithmatex"' in read(built_site / html_path(u))]
+    assert len(pages) > 3, "expected math on the reference guides"
+    return {uri: crawl[uri]["math"] for uri in pages}
 
 
 @pytest.mark.parametrize("uri", site_pages())
 def test_every_formula_renders(math_on_every_page, uri):
     assert not math_on_every_page.get(uri), f"{uri}: {math_on_every_page[uri][:3]}"
+
+
+@pytest.mark.parametrize("uri", site_pages())
+def test_no_console_errors(crawl, uri):
+    assert not crawl[uri]["console"], f"{uri}: {crawl[uri]['console'][:5]}"
+
+
+@pytest.mark.parametrize("uri", site_pages())
+def test_no_request_leaves_localhost(crawl, uri):
+    assert not crawl[uri]["outside"], f"{uri}: {crawl[uri]['outside'][:5]}"
+
+
+# --- The chooser and search, for every method listed in STATUS.md ------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser_page(server):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser.new_page()
+        browser.close()
+
+
+# The answer section (an <h2 id>) that holds a link to the method's walkthrough; marks the first
+# such link so that it can be clicked.
+FIND_IN_ANSWER = """key => {
+  const answers = [...document.querySelectorAll('a[href^="#"]')]
+    .filter(a => a.closest('article') && !a.classList.contains('headerlink'));
+  for (const answer of answers) {
+    let node = document.getElementById(answer.getAttribute('href').slice(1));
+    if (!node || node.tagName !== 'H2') continue;
+    for (node = node.nextElementSibling; node && node.tagName !== 'H2';
+         node = node.nextElementSibling) {
+      const link = node.querySelector(`a[href="annotated_trainers/${key}.html"]`);
+      if (link) { link.setAttribute('data-probe', key); return answer.getAttribute('href'); }
+    }
+  }
+  return null;
+}"""
+
+
+@pytest.mark.parametrize("key", list(METHODS))
+def test_chooser_reaches_each_method(server, browser_page, key):
+    """From "Which trainer?": click a data answer, then the method's link, land on its page."""
+    page = browser_page
+    page.goto(server + "which-trainer.html", wait_until="networkidle")
+    answer = page.evaluate(FIND_IN_ANSWER, key)
+    assert answer, f"no answer on the chooser leads to {key}"
+    page.locator(f'article a[href="{answer}"]').first.click()
+    assert page.url.endswith(answer)
+    page.locator(f'[data-probe="{key}"]').click()
+    page.wait_for_load_state("networkidle")
+    assert page.url.endswith(f"annotated_trainers/{key}.html")
+    assert page.locator("article h1").count() == 1
+
+
+@pytest.mark.parametrize("key", list(METHODS))
+def test_search_finds_each_method_by_name(server, browser_page, key):
+    page = browser_page
+    page.goto(server + "index.html", wait_until="networkidle")
+    links = search_links(page, METHODS[key])
+    wanted = (f"annotated_trainers/{key}.html", f"reference_guides/{key}.html")
+    assert any(urlsplit(href).path.endswith(wanted) for href in links), (METHODS[key], links[:10])
+
+
+def search_links(page, words: str) -> list[str]:
+    """Type `words` into the search box; the links of the results shown."""
+    if search(page, words) == 0:
+        return []
+    return page.eval_on_selector_all(
+        ".md-search-result__item a", "els => els.map(e => e.getAttribute('href'))"
+    )

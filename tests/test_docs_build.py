@@ -21,6 +21,7 @@ import pytest
 import trl_source
 from docs_support import REPO, content_files, docs_pages, html_path, page_uri, site_pages
 from script_pages import split_script
+from test_site_pages import METHODS as STATUS_METHODS
 from trl_source import SourceError, find_directives, import_object, resolve
 
 pytestmark = pytest.mark.docs
@@ -119,6 +120,30 @@ def test_no_page_is_orphaned(built_site):
     reachable = {urlsplit(urljoin("http://site/index.html", href)).path.lstrip("/") for href in nav}
     orphans = {html_path(uri) for uri in PAGES} - reachable
     assert not orphans, f"pages missing from the nav: {sorted(orphans)}"
+
+
+def nav_paths(built_site: Path) -> set[str]:
+    nav = scan(built_site / "index.html").nav_links
+    return {urlsplit(urljoin("http://site/index.html", href)).path.lstrip("/") for href in nav}
+
+
+@pytest.mark.parametrize("key", list(STATUS_METHODS))
+def test_method_pages_are_in_the_nav(built_site, key):
+    """Each method listed in STATUS.md has its walkthrough and reference guide in the nav."""
+    nav = nav_paths(built_site)
+    assert f"annotated_trainers/{key}.html" in nav
+    assert f"reference_guides/{key}.html" in nav
+
+
+@pytest.mark.parametrize("path", docs_pages(), ids=lambda p: p.relative_to(REPO).as_posix())
+def test_cross_cutting_page_is_in_the_nav_with_its_title(built_site, path):
+    uri = html_path(path.relative_to(REPO / "docs").as_posix())
+    assert uri in nav_paths(built_site)
+    title = re.search(r"^# (.+)$", path.read_text(encoding="utf-8"), re.M).group(1)
+    headings = re.findall(r"<h1[^>]*>(.*?)</h1>", (built_site / uri).read_text(), re.S)
+    assert len(headings) == 1
+    text = re.sub(r'<a class="headerlink".*?</a>|<[^>]+>', "", headings[0])
+    assert html.unescape(text).strip() == title
 
 
 @pytest.mark.parametrize("uri", PAGES)
