@@ -58,6 +58,7 @@ from trl import (
 )
 
 from annotated_trl.data import DatasetError, load_checked_dataset
+from annotated_trl.output import OutputDirError, check_output_dir
 from annotated_trl.teachers import TeacherError, check_teacher
 
 # ## 1. Arguments
@@ -79,6 +80,12 @@ parser.set_defaults(
     dataset_name="trl-lib/ultrafeedback-prompt",
 )
 script_args, training_args, model_args = parser.parse_args_and_config()
+
+# An output folder we could not save to is refused now, not at the first checkpoint.
+try:
+    check_output_dir(training_args.output_dir)
+except OutputDirError as error:
+    sys.exit(f"error: {error}")
 
 # ## 2. Tokenizer
 #

@@ -46,6 +46,7 @@ from trl import (  # noqa: E402
 from trl.experimental.gkd import GKDConfig, GKDTrainer  # noqa: E402
 
 from annotated_trl.data import DatasetError, load_checked_dataset  # noqa: E402
+from annotated_trl.output import OutputDirError, check_output_dir  # noqa: E402
 from annotated_trl.teachers import TeacherError, check_teacher  # noqa: E402
 
 # ## 1. Arguments
@@ -65,6 +66,12 @@ parser.set_defaults(
     dataset_name="trl-lib/chatbot_arena_completions",
 )
 script_args, training_args, model_args = parser.parse_args_and_config()
+
+# An output folder we could not save to is refused now, not at the first checkpoint.
+try:
+    check_output_dir(training_args.output_dir)
+except OutputDirError as error:
+    sys.exit(f"error: {error}")
 
 # ## 2. Tokenizer
 #

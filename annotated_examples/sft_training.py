@@ -40,6 +40,7 @@ from trl import (
 )
 
 from annotated_trl.data import DatasetError, load_checked_dataset
+from annotated_trl.output import OutputDirError, check_output_dir
 
 # ## 1. Arguments
 #
@@ -54,6 +55,12 @@ from annotated_trl.data import DatasetError, load_checked_dataset
 parser = TrlParser((ScriptArguments, SFTConfig, ModelConfig))
 parser.set_defaults(model_name_or_path="Qwen/Qwen2.5-0.5B", dataset_name="trl-lib/Capybara")
 script_args, training_args, model_args = parser.parse_args_and_config()
+
+# An output folder we could not save to is refused now, not at the first checkpoint.
+try:
+    check_output_dir(training_args.output_dir)
+except OutputDirError as error:
+    sys.exit(f"error: {error}")
 
 # ## 2. Tokenizer
 #

@@ -4,9 +4,14 @@
 or a single `.json` / `.jsonl` file (its rows become the `train` split). Local files are read
 here, line by line, so that an error names the file and the line; TRL would otherwise fail much
 later, deep inside tokenisation, with a traceback that names neither.
+
+The scripts stop at the first problem (`load_checked_dataset`); `annotated-trl validate` lists
+them all, one line each (`validate_dataset`). Both run the same checks (`scan_rows`).
 """
 
 import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
@@ -122,8 +127,11 @@ def _check_value(value, kind: str, column: str, row: dict) -> str | None:
         ok = isinstance(value, list) and value and all(isinstance(s, str) and s for s in value)
         return None if ok else found
     if kind == STEP_LABELS:
-        if not (isinstance(value, list) and all(isinstance(b, bool) for b in value)):
+        if not isinstance(value, list):
             return found
+        for step, label in enumerate(value):
+            if not isinstance(label, bool):
+                return f'column "{column}" step {step} is {_describe(label)}; expected {kind}'
         steps = row.get("completions")
         if isinstance(steps, list) and len(value) != len(steps):
             return (
@@ -137,13 +145,13 @@ def _check_value(value, kind: str, column: str, row: dict) -> str | None:
     return _check_messages(value, column) if _is_messages(value) else found
 
 
-def _check_row(row: dict, fmt: str, text_field: str) -> str | None:
-    """The problem with one row of a supported format, or None."""
+def _row_problems(row: dict, fmt: str, text_field: str) -> Iterator[str]:
+    """Every problem with one row of a supported format, column by column."""
     spec = {(text_field if c == "text" else c): kind for c, kind in FORMATS[fmt].items()}
     for column, kind in spec.items():
         problem = _check_value(row[column], kind, column, row)
         if problem:
-            return problem
+            yield problem
     # RewardTrainer reads an optional per-pair `margin` column.
     margin = row.get("margin")
     if (
@@ -151,13 +159,17 @@ def _check_row(row: dict, fmt: str, text_field: str) -> str | None:
         and margin is not None
         and (isinstance(margin, bool) or not isinstance(margin, (int, float)))
     ):
-        return f'column "margin" is {_describe(margin)}; expected a number'
+        yield f'column "margin" is {_describe(margin)}; expected a number'
     text_columns = [c for c, kind in spec.items() if kind == TEXT]
     if len({isinstance(row[c], str) for c in text_columns}) > 1:
         kinds = " and ".join(_describe(row[c]) for c in text_columns)
         names = " and ".join(f'"{c}"' for c in text_columns)
-        return f"columns {names} are {kinds}; expected all strings or all lists of messages"
-    return None
+        yield f"columns {names} are {kinds}; expected all strings or all lists of messages"
+
+
+def _check_row(row: dict, fmt: str, text_field: str) -> str | None:
+    """The first problem with one row of a supported format, or None."""
+    return next(_row_problems(row, fmt, text_field), None)
 
 
 def _is_conversational(row: dict, fmt: str) -> bool:
@@ -177,72 +189,120 @@ def _wrong_format(row: dict, fmt: str | None, method: str) -> str:
     )
 
 
-def check_rows(rows, source: str, method: str, tokenizer=None, text_field: str = "text") -> str:
-    """Check every row; return the detected format or raise DatasetError naming the first problem.
+class _Unreadable(str):
+    """A line (or a whole .json file) that is not a JSON value: the problem, in words."""
 
-    `rows` yields (location, row) pairs, e.g. ("line 3", {...}).
+
+@dataclass
+class Report:
+    """What one pass over a dataset found: its format and size, or its problems."""
+
+    format: str | None = None
+    conversational: bool = False
+    rows: dict[str, int] = field(default_factory=dict)  # split -> number of rows
+    problems: list[str] = field(default_factory=list)  # the first `limit`, one line each
+    more: int = 0  # problems found beyond those kept
+
+
+def scan_rows(
+    rows, source: str, method: str, tokenizer=None, text_field: str = "text", report=None
+) -> Iterator[str]:
+    """Yield every problem in `rows`, one line each, naming `source` and the row.
+
+    `rows` yields (location, row) pairs, e.g. ("line 3", {...}). The first readable row fixes the
+    format; a first row `method` cannot train on, or a missing chat template, is one problem for
+    the whole source (every row would repeat it). `report`, if given, receives the format, the
+    row count (under the key `source`) and whether the rows are conversational.
     """
+    report = report if report is not None else Report()
     fmt, count = None, 0
     for location, row in rows:
         count += 1
+        if isinstance(row, _Unreadable):
+            yield f"{source}: {row}"
+            continue
         if not isinstance(row, dict):
-            raise DatasetError(f"{source}: {location} is {_describe(row)}; expected a JSON object")
+            yield f"{source}: {location} is {_describe(row)}; expected a JSON object"
+            continue
         row_format = detect_format(row, text_field)
         if fmt is None:
             fmt = row_format
             if fmt not in METHOD_FORMATS[method]:
-                raise DatasetError(f"{source}: {location} {_wrong_format(row, fmt, method)}")
-            if (
-                _is_conversational(row, fmt)
-                and tokenizer is not None
-                and not tokenizer.chat_template
-            ):
-                raise DatasetError(
-                    f"{source}: conversational data needs a chat template, and the tokenizer has "
-                    "none; pass a model whose tokenizer has one, or use plain-text rows"
-                )
+                yield f"{source}: {location} {_wrong_format(row, fmt, method)}"
+                return
+            report.format = report.format or fmt
+            if _is_conversational(row, fmt):
+                report.conversational = True
+                if tokenizer is not None and not tokenizer.chat_template:
+                    yield (
+                        f"{source}: conversational data needs a chat template, and the tokenizer "
+                        "has none; pass a model whose tokenizer has one, or use plain-text rows"
+                    )
+                    return
         elif row_format != fmt:
-            raise DatasetError(
+            yield (
                 f"{source}: {location} has columns {sorted(row)} but earlier rows are {fmt} data; "
                 "every row must have the same columns"
             )
-        problem = _check_row(row, fmt, text_field)
-        if problem:
-            raise DatasetError(f"{source}: {location}: {problem}")
+            continue
+        for problem in _row_problems(row, fmt, text_field):
+            yield f"{source}: {location}: {problem}"
+    report.rows[source] = count
     if count == 0:
-        raise DatasetError(f"{source}: no rows; expected rows like {_expected(method)}")
-    return fmt
+        yield f"{source}: no rows; expected rows like {_expected(method)}"
+
+
+def check_rows(rows, source: str, method: str, tokenizer=None, text_field: str = "text") -> str:
+    """Check every row; return the detected format, or raise DatasetError with the first problem."""
+    report = Report()
+    problem = next(scan_rows(rows, source, method, tokenizer, text_field, report), None)
+    if problem:
+        raise DatasetError(problem)
+    return report.format
 
 
 def _read_local(path: Path):
-    """Yield (location, row) from a .jsonl or .json file, refusing undecodable input."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        line = path.read_bytes()[: err.start].count(b"\n") + 1
-        raise DatasetError(f"{path}: line {line} is not valid UTF-8; expected UTF-8 text") from None
+    """Yield (location, row) from a .jsonl or .json file; unreadable parts as _Unreadable."""
+    data = path.read_bytes()
     if path.suffix == ".json":
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as err:
+            line = data[: err.start].count(b"\n") + 1
+            yield "", _Unreadable(f"line {line} is not valid UTF-8; expected UTF-8 text")
+            return
         try:
             rows = json.loads(text) if text.strip() else []
         except json.JSONDecodeError as err:
-            raise DatasetError(
-                f"{path}: not valid JSON ({err}); expected a list of objects"
-            ) from None
+            yield "", _Unreadable(f"not valid JSON ({err}); expected a list of objects")
+            return
         if not isinstance(rows, list):
-            raise DatasetError(
-                f"{path}: top level is {_describe(rows)}; expected a list of objects"
-            )
+            yield "", _Unreadable(f"top level is {_describe(rows)}; expected a list of objects")
+            return
         yield from ((f"row {i}", row) for i, row in enumerate(rows, 1))
         return
-    for number, line in enumerate(text.splitlines(), 1):
+    # JSON Lines: each line on its own, so one bad line does not hide the others.
+    for number, raw in enumerate(data.split(b"\n"), 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            yield (
+                f"line {number}",
+                _Unreadable(f"line {number} is not valid UTF-8; expected UTF-8 text"),
+            )
+            continue
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as err:
-            raise DatasetError(
-                f"{path}: line {number} is not valid JSON ({err.msg}); expected one object per line"
-            ) from None
+            yield (
+                f"line {number}",
+                _Unreadable(
+                    f"line {number} is not valid JSON ({err.msg}); expected one object per line"
+                ),
+            )
+            continue
         yield f"line {number}", row
 
 
@@ -257,10 +317,61 @@ def _local_split_files(path: Path) -> dict[str, Path]:
     return {f.stem: f for f in files}
 
 
+def _load_hub(name: str, config: str | None) -> datasets.DatasetDict:
+    if name.endswith((".json", ".jsonl")) or name.startswith((".", "/")):
+        raise DatasetError(
+            f"{name}: no such file or folder; expected a .json/.jsonl file or folder"
+        )
+    try:
+        return datasets.load_dataset(name, name=config)
+    except Exception as err:  # the Hub's errors are many; the user needs the first line of one
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DatasetError(f"{name}: could not load from the Hub ({first_line})") from None
+
+
+def _sources(name: str, config: str | None):
+    """(split, source, rows) for every split of `name`; raise DatasetError if it cannot be read."""
+    path = Path(name)
+    if path.exists():
+        return [(split, str(f), _read_local(f)) for split, f in _local_split_files(path).items()]
+    return [
+        (split, f"{name}[{split}]", ((f"row {i}", row) for i, row in enumerate(rows, 1)))
+        for split, rows in _load_hub(name, config).items()
+    ]
+
+
+def validate_dataset(
+    name: str,
+    method: str,
+    tokenizer=None,
+    config: str | None = None,
+    text_field: str = "text",
+    limit: int = 20,
+) -> Report:
+    """Check every row of every split of `name` for `method`; keep the first `limit` problems.
+
+    Unlike `load_checked_dataset`, it does not stop at the first problem: `annotated-trl
+    validate` prints them all (up to `limit`, then how many more). A dataset that cannot be
+    opened at all raises DatasetError.
+    """
+    report = Report()
+    for split, source, rows in _sources(name, config):
+        for problem in scan_rows(rows, source, method, tokenizer, text_field, report):
+            if len(report.problems) < limit:
+                report.problems.append(problem)
+            else:
+                report.more += 1
+        report.rows[split] = report.rows.pop(source, 0)
+    return report
+
+
 def load_checked_dataset(
     name: str, method: str, tokenizer=None, config: str | None = None, text_field: str = "text"
 ) -> datasets.DatasetDict:
-    """Load `name` (Hub id, folder, or .json/.jsonl file) and check it fits `method`."""
+    """Load `name` (Hub id, folder, or .json/.jsonl file) and check it fits `method`.
+
+    Raises DatasetError with the first problem, before any model is loaded.
+    """
     path = Path(name)
     if path.exists():
         split_files = _local_split_files(path)
@@ -268,16 +379,8 @@ def load_checked_dataset(
             check_rows(_read_local(file), str(file), method, tokenizer, text_field)
         files = {split: str(file) for split, file in split_files.items()}
         return datasets.load_dataset("json", data_files=files)
-    if path.suffix in (".json", ".jsonl") or name.startswith((".", "/")):
-        raise DatasetError(
-            f"{name}: no such file or folder; expected a .json/.jsonl file or folder"
-        )
-    try:
-        loaded = datasets.load_dataset(name, name=config)
-    except Exception as err:  # the Hub's errors are many; the user needs the first line of one
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise DatasetError(f"{name}: could not load from the Hub ({first_line})") from None
-    for split, dataset in loaded.items():
-        rows = ((f"row {i}", row) for i, row in enumerate(dataset, 1))
-        check_rows(rows, f"{name}[{split}]", method, tokenizer, text_field)
+    loaded = _load_hub(name, config)
+    for split, rows in loaded.items():
+        located = ((f"row {i}", row) for i, row in enumerate(rows, 1))
+        check_rows(located, f"{name}[{split}]", method, tokenizer, text_field)
     return loaded
