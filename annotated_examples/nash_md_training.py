@@ -45,6 +45,7 @@ from transformers import AutoTokenizer
 from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config, get_quantization_config
 
 from annotated_trl.data import DatasetError, load_checked_dataset
+from annotated_trl.output import OutputDirError, check_output_dir
 from annotated_trl.rewards import RewardError, default_reward_func, load_rewards
 from annotated_trl.trainers.nash_md import NashMDConfig, NashMDTrainer
 
@@ -70,6 +71,12 @@ parser.set_defaults(
     model_name_or_path="Qwen/Qwen2-0.5B-Instruct", dataset_name="trl-lib/ultrafeedback-prompt"
 )
 script_args, training_args, model_args = parser.parse_args_and_config()
+
+# An output folder we could not save to is refused now, not at the first checkpoint.
+try:
+    check_output_dir(training_args.output_dir)
+except OutputDirError as error:
+    sys.exit(f"error: {error}")
 
 # ## 2. Tokenizer
 #
