@@ -1,8 +1,9 @@
 """CPO smoke tests: the example script, run as a user runs it, trains and saves a usable model.
 
-One subprocess per case: the default sigmoid loss on standard preference rows (full
-fine-tuning), and SimPO (`loss_type=simpo`, `cpo_alpha=0`) with LoRA on implicit preference
-rows, where TRL extracts the shared prompt. Flags override the tiny recipe. The other loss
+Two cases: the default sigmoid loss on standard preference rows (full fine-tuning), run as a
+subprocess, and SimPO (`loss_type=simpo`, `cpo_alpha=0`) with LoRA on implicit preference
+rows, where TRL extracts the shared prompt, run in-process (tests/smoke_support.py). Flags
+override the tiny recipe. The other loss
 types differ only inside `cpo_loss`, checked in tests/test_cpo_math.py.
 """
 
@@ -11,19 +12,20 @@ import math
 
 import pytest
 import torch
-from conftest import run_script
 from safetensors.torch import load_file
+from smoke_support import cli_runs, trained  # noqa: F401  (cli_runs: the session's subprocesses)
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 RECIPE = "annotated_examples/recipes/cpo_tiny.yaml"
 LORA = ["--use_peft", "--lora_r", "4", "--lora_alpha", "8", "--lora_dropout", "0"]
 CASES = {
-    "cpo-sigmoid-preference": ("preference", []),
     "cpo-simpo-implicit-lora": (
         "implicit_preference",
         ["--loss_type", "simpo", "--cpo_alpha", "0", "--beta", "2.0", *LORA],
     ),
+    "cpo-sigmoid-preference": ("preference", []),
 }
+CLI_CASE = "cpo-sigmoid-preference"
 # Every metric CPOTrainer 1.16 logs, besides the Trainer's own (loss, grad_norm, ...).
 METRICS = [
     "nll_loss",
@@ -38,18 +40,21 @@ METRICS = [
 ]
 
 
-@pytest.mark.smoke
-@pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
-def test_cpo_script_trains_and_saves(tiny, tmp_path, case):
+def case_args(tiny, case, out):
     data_format, extra = CASES[case]
-    out = tmp_path / "out"
-    result = run_script(
+    return [
         "cpo_training.py",
         *["--config", RECIPE, "--model_name_or_path", tiny.policy],
         *["--dataset_name", tiny.data / data_format, "--output_dir", out],
         *["--max_steps", "10", "--logging_steps", "5", "--eval_steps", "10", *extra],
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    ]
+
+
+@pytest.mark.smoke
+@pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
+def test_cpo_script_trains_and_saves(request, tiny, case):
+    extra = CASES[case][1]
+    out = trained(request, case)
 
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
     train_rows = [row for row in history if "loss" in row]

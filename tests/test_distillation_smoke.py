@@ -1,6 +1,6 @@
 """Distillation smoke test: the example script, run as a user runs it, trains and saves the student.
 
-One subprocess (imports dominate the cost). Every step generates completions with the student
+One run, as a subprocess (tests/smoke_support.py). Every step generates completions with the student
 (transformers `generate`; vLLM is not available on CPU) and logs the trainer's own metrics: the
 divergence `loss`, the student's `entropy`, completion lengths and the clipped ratio. On the
 fixture the losses are small (about 1e-2 between two random near-uniform models), so we assert
@@ -12,8 +12,8 @@ import math
 
 import pytest
 import torch
-from conftest import run_script
 from safetensors.torch import load_file
+from smoke_support import cli_runs, trained  # noqa: F401  (cli_runs: the session's subprocesses)
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 RECIPE = "annotated_examples/recipes/distillation_tiny.yaml"
@@ -21,19 +21,23 @@ MAX_COMPLETION = 8
 VOCAB = 512  # the fixture tokenizer's vocabulary: entropy is at most ln 512 = 6.24 nats
 
 
-@pytest.fixture(scope="module")
-def distillation_run(tiny, tmp_path_factory):
-    out = tmp_path_factory.mktemp("distillation") / "out"
-    result = run_script(
+CLI_CASE = "distillation"
+
+
+def case_args(tiny, case, out):
+    return [
         "distillation_training.py",
         *["--config", RECIPE, "--model_name_or_path", tiny.policy],
         *["--teacher_model_name_or_path", tiny.teacher, "--output_dir", out],
         *["--dataset_name", tiny.data / "prompt_only"],
         *["--max_steps", "6", "--logging_steps", "2", "--eval_steps", "3"],
         *["--max_completion_length", str(MAX_COMPLETION)],
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return out
+    ]
+
+
+@pytest.fixture(scope="module")
+def distillation_run(request):
+    return trained(request, CLI_CASE)
 
 
 @pytest.mark.smoke

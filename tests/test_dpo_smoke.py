@@ -1,8 +1,9 @@
 """DPO smoke tests: the example script, run as a user runs it, trains and saves a usable model.
 
-One subprocess per case (full fine-tuning on standard and conversational pairs, and LoRA), plus
-an in-process check of what LoRA means for the reference model: the trainer keeps no second
-model, and its reference log-probs are those of the base model with the adapter disabled.
+Three cases (full fine-tuning on standard and conversational pairs, and LoRA); the standard one
+runs as a subprocess, the others in-process (tests/smoke_support.py). Plus an in-process check
+of what LoRA means for the reference model: the trainer keeps no second model, and its reference
+log-probs are those of the base model with the adapter disabled.
 """
 
 import json
@@ -10,10 +11,10 @@ import math
 
 import pytest
 import torch
-from conftest import run_script
 from datasets import load_dataset
 from peft import LoraConfig
 from safetensors.torch import load_file
+from smoke_support import cli_runs, trained  # noqa: F401  (cli_runs: the session's subprocesses)
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import DPOConfig, DPOTrainer
 
@@ -22,10 +23,11 @@ LORA = ["--use_peft", "--lora_r", "4", "--lora_alpha", "8", "--lora_dropout", "0
 
 # case -> (data format, extra flags). Flags override the tiny recipe.
 CASES = {
-    "dpo-preference": ("preference", []),
     "dpo-conversational-preference": ("conversational_preference", []),
     "dpo-lora": ("preference", LORA),
+    "dpo-preference": ("preference", []),
 }
+CLI_CASE = "dpo-preference"
 
 METRICS = [
     "rewards/chosen",
@@ -41,23 +43,21 @@ METRICS = [
 ]
 
 
-def _train(tiny, tmp_path, data_format, extra):
-    out = tmp_path / "out"
-    result = run_script(
+def case_args(tiny, case, out):
+    data_format, extra = CASES[case]
+    return [
         "dpo_training.py",
         *["--config", RECIPE, "--model_name_or_path", tiny.policy],
         *["--dataset_name", tiny.data / data_format, "--output_dir", out],
         *["--max_steps", "20", "--logging_steps", "5", "--eval_steps", "10", *extra],
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return out
+    ]
 
 
 @pytest.mark.smoke
 @pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
-def test_dpo_script_trains_and_saves(tiny, tmp_path, case):
-    data_format, extra = CASES[case]
-    out = _train(tiny, tmp_path, data_format, extra)
+def test_dpo_script_trains_and_saves(request, tiny, case):
+    extra = CASES[case][1]
+    out = trained(request, case)
 
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
     train_rows = [row for row in history if "loss" in row]

@@ -1,9 +1,9 @@
 """GKD smoke test: the example script, run as a user runs it, trains the student and saves it.
 
-One subprocess (imports dominate the cost). `lmbda 0.5` with `seq_kd true` lets the random draw
-of each step pick among all three sources of answers: the student's samples, the teacher's
-samples and the dataset's. GKD logs no metric of its own; `loss` and `eval_loss` are the
-generalised JSD, which is non-negative and, between two random near-uniform models, small
+One run, as a subprocess (tests/smoke_support.py). `lmbda 0.5` with `seq_kd true` lets the
+random draw of each step pick among all three sources of answers: the student's samples, the
+teacher's samples and the dataset's. GKD logs no metric of its own; `loss` and `eval_loss` are
+the generalised JSD, which is non-negative and, between two random near-uniform models, small
 (about 5e-3 at the start on the fixture), so we assert finiteness, sign and the weights moving,
 not `loss > some constant`.
 """
@@ -13,26 +13,30 @@ import math
 
 import pytest
 import torch
-from conftest import run_script
 from safetensors.torch import load_file
+from smoke_support import cli_runs, trained  # noqa: F401  (cli_runs: the session's subprocesses)
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 RECIPE = "annotated_examples/recipes/gkd_tiny.yaml"
 
 
-@pytest.fixture(scope="module")
-def gkd_run(tiny, tmp_path_factory):
-    out = tmp_path_factory.mktemp("gkd") / "out"
-    result = run_script(
+CLI_CASE = "gkd"
+
+
+def case_args(tiny, case, out):
+    return [
         "gkd_training.py",
         *["--config", RECIPE, "--model_name_or_path", tiny.policy],
         *["--teacher_model_name_or_path", tiny.teacher, "--output_dir", out],
         *["--dataset_name", tiny.data / "conversational_language_modeling"],
         *["--max_steps", "6", "--logging_steps", "2", "--eval_steps", "3"],
         *["--max_new_tokens", "8", "--seq_kd", "true", "--eval_on_start", "true"],
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return out
+    ]
+
+
+@pytest.fixture(scope="module")
+def gkd_run(request):
+    return trained(request, CLI_CASE)
 
 
 @pytest.mark.smoke

@@ -10,17 +10,16 @@ import math
 
 import pytest
 import torch
-from conftest import run_script
 from safetensors.torch import load_file
+from smoke_support import cli_runs, trained  # noqa: F401  (cli_runs: the session's subprocesses)
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 RECIPE = "annotated_examples/recipes/grpo_tiny.yaml"
 MAX_COMPLETION = 8
 
-# One subprocess per variant. Flags override the tiny recipe.
+# CLI_CASE runs as a subprocess, the other variant in-process (tests/smoke_support.py).
+# Flags override the tiny recipe.
 CASES = {
-    # Conversational prompts, KL on (a reference model is loaded), two weighted rewards.
-    "grpo-conversational-kl": ("conversational_prompt_only", ["--beta", "0.04"]),
     # Plain-text prompts, LoRA adapters, GSPO-style sequence-level ratio, no std scaling.
     "grpo-standard-lora-gspo": (
         "prompt_only",
@@ -30,12 +29,15 @@ CASES = {
             *["--scale_rewards", "none"],
         ],
     ),
+    # Conversational prompts, KL on (a reference model is loaded), two weighted rewards.
+    "grpo-conversational-kl": ("conversational_prompt_only", ["--beta", "0.04"]),
 }
+CLI_CASE = "grpo-conversational-kl"
 
 
-def _train(tiny, tmp_path, data_format, extra):
-    out = tmp_path / "out"
-    result = run_script(
+def case_args(tiny, case, out):
+    data_format, extra = CASES[case]
+    return [
         "grpo_training.py",
         *["--config", RECIPE, "--model_name_or_path", tiny.policy],
         *["--dataset_name", tiny.data / data_format, "--output_dir", out],
@@ -43,16 +45,14 @@ def _train(tiny, tmp_path, data_format, extra):
         *["--num_generations", "4", "--per_device_train_batch_size", "8"],
         *["--max_completion_length", str(MAX_COMPLETION), "--max_steps", "4"],
         *["--logging_steps", "2", *extra],
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return out
+    ]
 
 
 @pytest.mark.smoke
 @pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
-def test_grpo_script_trains_and_saves(tiny, tmp_path, case):
-    data_format, extra = CASES[case]
-    out = _train(tiny, tmp_path, data_format, extra)
+def test_grpo_script_trains_and_saves(request, tiny, case):
+    extra = CASES[case][1]
+    out = trained(request, case)
 
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
     logs = [row for row in history if "reward" in row]

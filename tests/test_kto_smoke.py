@@ -1,10 +1,11 @@
 """KTO smoke tests: the example script, run as a user runs it, trains and saves a usable model.
 
-Two subprocesses: thumbs-up/down rows (the format KTO is made for), and paired preference rows,
-which `KTOTrainer` unpairs itself. Every pair becomes one desirable and one undesirable row, so
-256 pairs give 512 rows (the epoch counter shows it), and, because the split is one batched
-`map`, all 256 desirable rows come first: read in order, steps 1-16 see only desirable rows and
-steps 17-20 only undesirable ones. The logs show exactly that.
+Two cases: thumbs-up/down rows (the format KTO is made for, run as a subprocess), and paired
+preference rows, which `KTOTrainer` unpairs itself (run in-process, tests/smoke_support.py).
+Every pair becomes one desirable and one undesirable row, so 256 pairs give 512 rows (the epoch
+counter shows it), and, because the split is one batched `map`, all 256 desirable rows come
+first: read in order, steps 1-16 see only desirable rows and steps 17-20 only undesirable ones.
+The logs show exactly that.
 """
 
 import json
@@ -12,8 +13,8 @@ import math
 
 import pytest
 import torch
-from conftest import run_script
 from safetensors.torch import load_file
+from smoke_support import cli_runs, trained  # noqa: F401  (cli_runs: the session's subprocesses)
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 RECIPE = "annotated_examples/recipes/kto_tiny.yaml"
@@ -21,9 +22,10 @@ BATCH = 16
 
 # case -> (data format, rows the trainer sees per epoch, steps)
 CASES = {
-    "kto-unpaired": ("unpaired_preference", 256, 12),
     "kto-paired-preference": ("preference", 512, 20),
+    "kto-unpaired": ("unpaired_preference", 256, 12),
 }
+CLI_CASE = "kto-unpaired"
 
 METRICS = [
     "loss",
@@ -39,19 +41,22 @@ METRICS = [
 ]
 
 
-@pytest.mark.smoke
-@pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
-def test_kto_script_trains_and_saves(tiny, tmp_path, case):
-    data_format, rows_per_epoch, steps = CASES[case]
-    out = tmp_path / "out"
-    result = run_script(
+def case_args(tiny, case, out):
+    data_format, _, steps = CASES[case]
+    return [
         "kto_training.py",
         *["--config", RECIPE, "--model_name_or_path", tiny.policy],
         *["--dataset_name", tiny.data / data_format, "--output_dir", out],
         *["--max_steps", steps, "--logging_steps", 4, "--eval_steps", 12],
         *["--per_device_train_batch_size", BATCH],
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    ]
+
+
+@pytest.mark.smoke
+@pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
+def test_kto_script_trains_and_saves(request, tiny, case):
+    _, rows_per_epoch, steps = CASES[case]
+    out = trained(request, case)
 
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
     train_rows = [row for row in history if "loss" in row]

@@ -13,17 +13,16 @@ import math
 
 import pytest
 import torch
-from conftest import run_script
 from safetensors.torch import load_file
+from smoke_support import cli_runs, trained  # noqa: F401  (cli_runs: the session's subprocesses)
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 RECIPE = "annotated_examples/recipes/online_dpo_tiny.yaml"
 BETA = 0.1
 
-# One subprocess per variant. Flags override the tiny recipe.
+# CLI_CASE runs as a subprocess, the other variant in-process (tests/smoke_support.py).
+# Flags override the tiny recipe.
 CASES = {
-    # Conversational prompts, full fine-tuning (a frozen copy is the reference), sigmoid loss.
-    "online_dpo-conversational-sigmoid": ("conversational_prompt_only", []),
     # Plain-text prompts, LoRA (the reference is the adapter-disabled model), IPO loss, and an
     # EOS penalty larger than any tiny score: a completion without EOS always loses to one with.
     "online_dpo-standard-lora-ipo": (
@@ -33,27 +32,28 @@ CASES = {
             *["--loss_type", "ipo", "--missing_eos_penalty", "1.0"],
         ],
     ),
+    # Conversational prompts, full fine-tuning (a frozen copy is the reference), sigmoid loss.
+    "online_dpo-conversational-sigmoid": ("conversational_prompt_only", []),
 }
+CLI_CASE = "online_dpo-conversational-sigmoid"
 
 
-def _train(tiny, tmp_path, data_format, extra):
-    out = tmp_path / "out"
-    result = run_script(
+def case_args(tiny, case, out):
+    data_format, extra = CASES[case]
+    return [
         "online_dpo_training.py",
         *["--config", RECIPE, "--model_name_or_path", tiny.policy],
         *["--dataset_name", tiny.data / data_format, "--output_dir", out],
         *["--reward_model_path", tiny.reward, "--reward_weights", "1.0", "0.5"],
         *["--max_steps", "4", "--logging_steps", "2", "--beta", str(BETA), *extra],
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return out
+    ]
 
 
 @pytest.mark.smoke
 @pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
-def test_online_dpo_script_trains_and_saves(tiny, tmp_path, case):
-    data_format, extra = CASES[case]
-    out = _train(tiny, tmp_path, data_format, extra)
+def test_online_dpo_script_trains_and_saves(request, tiny, case):
+    extra = CASES[case][1]
+    out = trained(request, case)
 
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
     logs = [row for row in history if "rewards/margins" in row]

@@ -1,7 +1,8 @@
 """ORPO smoke tests: the example script, run as a user runs it, trains and saves a usable model.
 
-One subprocess per case: standard preference rows with full fine-tuning, and conversational
-preference rows (rendered by the chat template) with LoRA. Flags override the tiny recipe.
+Two cases: standard preference rows with full fine-tuning, run as a subprocess, and
+conversational preference rows (rendered by the chat template) with LoRA, run in-process
+(tests/smoke_support.py). Flags override the tiny recipe.
 """
 
 import json
@@ -9,16 +10,17 @@ import math
 
 import pytest
 import torch
-from conftest import run_script
 from safetensors.torch import load_file
+from smoke_support import cli_runs, trained  # noqa: F401  (cli_runs: the session's subprocesses)
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 RECIPE = "annotated_examples/recipes/orpo_tiny.yaml"
 LORA = ["--use_peft", "--lora_r", "4", "--lora_alpha", "8", "--lora_dropout", "0"]
 CASES = {
-    "orpo-preference": ("preference", []),
     "orpo-conversational-lora": ("conversational_preference", LORA),
+    "orpo-preference": ("preference", []),
 }
+CLI_CASE = "orpo-preference"
 # Every metric ORPOTrainer 1.16 logs, besides the Trainer's own (loss, grad_norm, ...).
 METRICS = [
     "nll_loss",
@@ -35,18 +37,21 @@ METRICS = [
 ]
 
 
-@pytest.mark.smoke
-@pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
-def test_orpo_script_trains_and_saves(tiny, tmp_path, case):
+def case_args(tiny, case, out):
     data_format, extra = CASES[case]
-    out = tmp_path / "out"
-    result = run_script(
+    return [
         "orpo_training.py",
         *["--config", RECIPE, "--model_name_or_path", tiny.policy],
         *["--dataset_name", tiny.data / data_format, "--output_dir", out],
         *["--max_steps", "10", "--logging_steps", "5", "--eval_steps", "10", *extra],
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    ]
+
+
+@pytest.mark.smoke
+@pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
+def test_orpo_script_trains_and_saves(request, tiny, case):
+    extra = CASES[case][1]
+    out = trained(request, case)
 
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
     train_rows = [row for row in history if "loss" in row]

@@ -1,9 +1,10 @@
 """Reward smoke tests: the example script, run as a user runs it, trains and saves a usable model.
 
-One subprocess per variant: full fine-tuning on explicit-prompt pairs, full fine-tuning on
-implicit-prompt pairs starting from the sequence-classification fixture, and LoRA (task type
-SEQ_CLS, the script's default). Each checks that weights moved, metrics are finite and in range,
-and that the saved output reloads as a sequence classifier that scores a pair.
+Three variants: full fine-tuning on explicit-prompt pairs (run as a subprocess), full
+fine-tuning on implicit-prompt pairs starting from the sequence-classification fixture, and LoRA
+(task type SEQ_CLS, the script's default), both in-process (tests/smoke_support.py). Each checks
+that weights moved, metrics are finite and in range, and that the saved output reloads as a
+sequence classifier that scores a pair.
 """
 
 import json
@@ -11,35 +12,34 @@ import math
 
 import pytest
 import torch
-from conftest import run_script
 from safetensors.torch import load_file
+from smoke_support import cli_runs, trained  # noqa: F401  (cli_runs: the session's subprocesses)
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 RECIPE = "annotated_examples/recipes/reward_tiny.yaml"
 
 # case -> (model fixture attribute, data format, extra flags). Flags override the tiny recipe.
 CASES = {
-    "reward-full-explicit-prompt": ("policy", "preference", []),
     "reward-full-implicit-prompt": ("reward", "implicit_preference", []),
     "reward-lora-seq-cls": (
         "policy",
         "preference",
         ["--use_peft", "--lora_r", "4", "--lora_alpha", "8", "--lora_dropout", "0"],
     ),
+    "reward-full-explicit-prompt": ("policy", "preference", []),
 }
+CLI_CASE = "reward-full-explicit-prompt"
 METRICS = ("accuracy", "margin", "min_reward", "mean_reward", "max_reward", "num_tokens")
 
 
-def _train(tiny, tmp_path, model, data_format, extra):
-    out = tmp_path / "out"
-    result = run_script(
+def case_args(tiny, case, out):
+    model, data_format, extra = CASES[case]
+    return [
         "reward_training.py",
         *["--config", RECIPE, "--model_name_or_path", getattr(tiny, model)],
         *["--dataset_name", tiny.data / data_format, "--output_dir", out],
         *["--max_steps", "20", "--logging_steps", "5", "--eval_steps", "10", *extra],
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return out
+    ]
 
 
 def _score(model, tokenizer, texts):
@@ -50,9 +50,9 @@ def _score(model, tokenizer, texts):
 
 @pytest.mark.smoke
 @pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
-def test_reward_script_trains_and_saves(tiny, tmp_path, case):
-    model_name, data_format, extra = CASES[case]
-    out = _train(tiny, tmp_path, model_name, data_format, extra)
+def test_reward_script_trains_and_saves(request, tiny, case):
+    model_name, _, extra = CASES[case]
+    out = trained(request, case)
 
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
     train_rows = [row for row in history if "loss" in row]

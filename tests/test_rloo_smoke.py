@@ -10,17 +10,16 @@ import math
 
 import pytest
 import torch
-from conftest import run_script
 from safetensors.torch import load_file
+from smoke_support import cli_runs, trained  # noqa: F401  (cli_runs: the session's subprocesses)
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 RECIPE = "annotated_examples/recipes/rloo_tiny.yaml"
 MAX_COMPLETION = 8
 
-# One subprocess per variant. Flags override the tiny recipe.
+# CLI_CASE runs as a subprocess, the other variant in-process (tests/smoke_support.py).
+# Flags override the tiny recipe.
 CASES = {
-    # Conversational prompts, the default KL penalty in the reward (a reference model is loaded).
-    "rloo-conversational-kl": ("conversational_prompt_only", []),
     # Plain-text prompts, LoRA adapters, no KL, advantages normalised over the batch.
     "rloo-standard-lora": (
         "prompt_only",
@@ -29,12 +28,15 @@ CASES = {
             *["--beta", "0", "--normalize_advantages", "true"],
         ],
     ),
+    # Conversational prompts, the default KL penalty in the reward (a reference model is loaded).
+    "rloo-conversational-kl": ("conversational_prompt_only", []),
 }
+CLI_CASE = "rloo-conversational-kl"
 
 
-def _train(tiny, tmp_path, data_format, extra):
-    out = tmp_path / "out"
-    result = run_script(
+def case_args(tiny, case, out):
+    data_format, extra = CASES[case]
+    return [
         "rloo_training.py",
         *["--config", RECIPE, "--model_name_or_path", tiny.policy],
         *["--dataset_name", tiny.data / data_format, "--output_dir", out],
@@ -42,16 +44,14 @@ def _train(tiny, tmp_path, data_format, extra):
         *["--num_generations", "4", "--per_device_train_batch_size", "8"],
         *["--max_completion_length", str(MAX_COMPLETION), "--max_steps", "4"],
         *["--logging_steps", "2", *extra],
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return out
+    ]
 
 
 @pytest.mark.smoke
 @pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
-def test_rloo_script_trains_and_saves(tiny, tmp_path, case):
-    data_format, extra = CASES[case]
-    out = _train(tiny, tmp_path, data_format, extra)
+def test_rloo_script_trains_and_saves(request, tiny, case):
+    extra = CASES[case][1]
+    out = trained(request, case)
 
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
     logs = [row for row in history if "reward" in row]

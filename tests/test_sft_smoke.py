@@ -1,4 +1,10 @@
-"""SFT smoke tests: the example script, run as a user runs it, trains and saves a usable model."""
+"""SFT smoke tests: the example script, run as a user runs it, trains and saves a usable model.
+
+One variant per data shape SFT accepts, plus LoRA: the recipe's own shape (conversational) runs
+as a subprocess, the others in-process (tests/smoke_support.py). The two-process `accelerate
+launch` run is a `distributed` test: it starts two more Python processes, which is the smoke
+budget's largest single cost.
+"""
 
 import json
 import math
@@ -9,35 +15,35 @@ import sys
 
 import pytest
 import torch
-from conftest import OFFLINE_ENV, REPO, run_script
+from conftest import OFFLINE_ENV, REPO
 from safetensors.torch import load_file
+from smoke_support import cli_runs, trained  # noqa: F401  (cli_runs: the session's subprocesses)
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 RECIPE = "annotated_examples/recipes/sft_tiny.yaml"
 
-# One subprocess per data shape SFT accepts, plus LoRA. Flags override the tiny recipe.
+# One variant per data shape SFT accepts, plus LoRA. Flags override the tiny recipe.
 CASES = {
     "sft-text": ("language_modeling", ["--assistant_only_loss", "false"]),
-    "sft-conversational": ("conversational_language_modeling", []),
     "sft-prompt-completion": ("prompt_completion", ["--assistant_only_loss", "false"]),
     "sft-conversational-prompt-completion": ("conversational_prompt_completion", []),
     "sft-lora": (
         "conversational_language_modeling",
         ["--use_peft", "--lora_r", "4", "--lora_alpha", "8", "--lora_dropout", "0"],
     ),
+    "sft-conversational": ("conversational_language_modeling", []),
 }
+CLI_CASE = "sft-conversational"
 
 
-def _train(tiny, tmp_path, data_format, extra):
-    out = tmp_path / "out"
-    result = run_script(
+def case_args(tiny, case, out):
+    data_format, extra = CASES[case]
+    return [
         "sft_training.py",
         *["--config", RECIPE, "--model_name_or_path", tiny.policy],
         *["--dataset_name", tiny.data / data_format, "--output_dir", out],
         *["--max_steps", "20", "--logging_steps", "5", "--eval_steps", "10", *extra],
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return out
+    ]
 
 
 def _free_port() -> int:
@@ -53,9 +59,9 @@ def _log_history(out):
 
 @pytest.mark.smoke
 @pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
-def test_sft_script_trains_and_saves(tiny, tmp_path, case):
-    data_format, extra = CASES[case]
-    out = _train(tiny, tmp_path, data_format, extra)
+def test_sft_script_trains_and_saves(request, tiny, case):
+    extra = CASES[case][1]
+    out = trained(request, case)
 
     history = _log_history(out)
     train_losses = [row["loss"] for row in history if "loss" in row]
@@ -87,7 +93,7 @@ def test_sft_script_trains_and_saves(tiny, tmp_path, case):
     assert generated.shape[1] > prompt["input_ids"].shape[1]
 
 
-@pytest.mark.smoke
+@pytest.mark.distributed
 def test_sft_script_under_accelerate_launch_ddp(tiny, tmp_path):
     """Two real processes (DDP over gloo on CPU), launched the way the script's header says.
 

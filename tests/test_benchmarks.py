@@ -1,0 +1,76 @@
+"""The benchmarks' own code paths, checked on CPU (they are run by hand, not timed in CI).
+
+`benchmarks/gpu.py --allow-cpu --tiny` runs the GPU harness's whole pipeline (model building
+from a config, a script run as a user runs it, the FLOP and step counters, the report) on a tiny
+model for 2 steps; without a GPU and without that flag it must refuse in one line.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import OFFLINE_ENV, REPO
+
+GPU = REPO / "benchmarks" / "gpu.py"
+NO_GPU = {**os.environ, **OFFLINE_ENV, "CUDA_VISIBLE_DEVICES": ""}
+
+
+def test_benchmarks_gpu_refuses_without_a_gpu():
+    done = subprocess.run(
+        [sys.executable, str(GPU)], cwd=REPO, env=NO_GPU, capture_output=True, text=True
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no CUDA device" in lines[0] and "--allow-cpu --tiny" in lines[0]
+    assert not done.stdout
+
+
+@pytest.fixture(scope="module")
+def tiny_gpu_report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gpu-report")
+    done = subprocess.run(
+        [sys.executable, str(GPU), "--allow-cpu", "--tiny", "sft", "--out", str(out)],
+        cwd=REPO,
+        env=NO_GPU,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads((out / "gpu-cpu.json").read_text()), (out / "gpu-cpu.md").read_text()
+
+
+def test_benchmarks_gpu_tiny_report_has_every_field(tiny_gpu_report):
+    results, table = tiny_gpu_report
+    (run,) = results["runs"]
+    assert run["script"] == "sft" and run["size"] == "tiny" and run["trainer"] == "SFTTrainer"
+    assert run["steps"] == 2 and len(run["step_s"]) == 2
+    assert run["seconds"] > 0 and 0 < run["median_step_s"] <= run["seconds"]
+    assert run["train_tokens"] > 0
+    assert run["tokens_per_s"] == pytest.approx(run["train_tokens"] / run["seconds"])
+    # No GPU: no memory reading and no peak to compare with, so no MFU (not a made-up number).
+    assert run["peak_gpu_memory_gib"] is None and run["mfu"] is None
+    assert run["peak_rss_mib"] > 0
+    assert results["machine"]["device"] == "cpu"
+    assert "| sft | tiny |" in table
+
+
+def test_benchmarks_gpu_counts_six_n_flops_per_trained_token(tiny, tiny_gpu_report):
+    """SFT has no generation, reference or teacher: every forward trains the policy, so the
+    counted FLOPs are exactly 6 x parameters x tokens (tied embeddings: the LM head is the
+    embedding matrix, counted once)."""
+    (run,) = tiny_gpu_report[0]["runs"]
+    from transformers import AutoConfig, Qwen2ForCausalLM
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from gpu import SIZES
+
+    config = AutoConfig.from_pretrained(tiny.policy)  # the fixture tokenizer's vocabulary
+    for name, value in SIZES["tiny"].items():
+        setattr(config, name, value)
+    parameters = sum(p.numel() for p in Qwen2ForCausalLM(config).parameters())
+    assert run["policy_parameters"] == parameters
+    assert run["flops"] == 6 * parameters * run["train_tokens"]
+    assert run["achieved_tflops"] == pytest.approx(run["flops"] / run["seconds"] / 1e12)
