@@ -13,7 +13,7 @@ TORCH ?= torch==2.13.0
 # checked against (tests/parity.py). Pure Python, installed beside the environment, not into it.
 ORACLE := .oracle/trl-1.12
 
-.PHONY: serve test setup browser lint status
+.PHONY: serve test setup browser lint status bench
 
 serve: setup
 	$(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
@@ -51,3 +51,9 @@ lint: setup
 
 status: setup
 	$(BIN)/python tools/status.py > STATUS.md
+
+# Benchmarks (not tests): ratios measured side by side, written to benchmarks/results/.
+bench: setup
+	$(BIN)/python benchmarks/scripts.py
+	$(BIN)/python benchmarks/ports.py
+	$(BIN)/python benchmarks/docs_build.py

@@ -1,21 +1,15 @@
 """SFT smoke tests: the example script, run as a user runs it, trains and saves a usable model.
 
 One variant per data shape SFT accepts, plus LoRA: the recipe's own shape (conversational) runs
-as a subprocess, the others in-process (tests/smoke_support.py). The two-process `accelerate
-launch` run is a `distributed` test: it starts two more Python processes, which is the smoke
-budget's largest single cost.
+as a subprocess, the others in-process (tests/smoke_support.py). Two-process `accelerate launch`
+runs are in tests/test_distributed.py.
 """
 
 import json
 import math
-import os
-import socket
-import subprocess
-import sys
 
 import pytest
 import torch
-from conftest import OFFLINE_ENV, REPO
 from safetensors.torch import load_file
 from smoke_support import cli_runs, trained  # noqa: F401  (cli_runs: the session's subprocesses)
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -44,13 +38,6 @@ def case_args(tiny, case, out):
         *["--dataset_name", tiny.data / data_format, "--output_dir", out],
         *["--max_steps", "20", "--logging_steps", "5", "--eval_steps", "10", *extra],
     ]
-
-
-def _free_port() -> int:
-    # A fixed rendezvous port (accelerate's default 29500) collides with any other run on it.
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _log_history(out):
@@ -91,34 +78,3 @@ def test_sft_script_trains_and_saves(request, tiny, case):
     prompt = tokenizer("What is 2 + 3?", return_tensors="pt")
     generated = model.generate(**prompt, max_new_tokens=4, do_sample=False)
     assert generated.shape[1] > prompt["input_ids"].shape[1]
-
-
-@pytest.mark.distributed
-def test_sft_script_under_accelerate_launch_ddp(tiny, tmp_path):
-    """Two real processes (DDP over gloo on CPU), launched the way the script's header says.
-
-    `accelerate launch --cpu --num_processes 2` silently starts ONE process; `--multi_gpu` with
-    `use_cpu` (from the recipe) gives two. The epoch counter proves it: 10 steps x 16 rows per
-    process x 2 processes over 256 rows is 1.25 epochs; one process would reach 0.625.
-    """
-    out = tmp_path / "out"
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu"]
-    launch += ["--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no"]
-    launch += ["--dynamo_backend", "no", "--main_process_port", str(_free_port())]
-    launch += [str(REPO / "annotated_examples" / "sft_training.py")]
-    args = ["--config", RECIPE, "--model_name_or_path", tiny.policy, "--output_dir", out]
-    args += ["--dataset_name", tiny.data / "conversational_language_modeling"]
-    args += ["--max_steps", "10", "--eval_strategy", "no"]
-    result = subprocess.run(
-        [*launch, *map(str, args)],
-        cwd=REPO,
-        env={**os.environ, **OFFLINE_ENV},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    final = _log_history(out)[-1]
-    assert final["step"] == 10 and final["epoch"] == pytest.approx(1.25)
-    assert math.isfinite(final["train_loss"])
-    assert AutoModelForCausalLM.from_pretrained(out) is not None
