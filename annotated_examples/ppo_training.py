@@ -37,7 +37,12 @@ python annotated_examples/ppo_training.py --config annotated_examples/recipes/pp
 import sys
 from dataclasses import dataclass, field
 
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    set_seed,
+)
 from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config
 
 from annotated_trl.data import DatasetError, load_checked_dataset
@@ -171,7 +176,11 @@ value_model = AutoModelForSequenceClassification.from_pretrained(
 # the clipped surrogate plus `vf_coef` times the clipped value loss (reference guide:
 # [PPO](../reference_guides/ppo.md)). `ref_model=None`: the trainer copies the policy, or with
 # LoRA uses the policy with its adapters disabled.
+#
+# PPO (ours and trl 1.12's) seeds torch itself but shuffles mini-batches with NumPy's global
+# generator, which nothing else seeds: without `set_seed`, two runs of this script differ.
 
+set_seed(training_args.seed)
 trainer = PPOTrainer(
     args=training_args,
     processing_class=tokenizer,

@@ -34,7 +34,7 @@ STEPS = 3
 # metrics by 1e-3 or more, as measured when the tolerance was set (see CONTRIBUTING.md).
 RTOL, ATOL = 1e-4, 1e-6
 # Wall-clock metrics differ on every run.
-TIMING = ("runtime", "per_second", "step_time")
+TIMING = ("runtime", "per_second", "step_time", "eps")
 OFFLINE = {
     "HF_HUB_OFFLINE": "1",
     "HF_DATASETS_OFFLINE": "1",
