@@ -201,14 +201,14 @@ class PRMTrainer(Trainer):
     @classmethod
     def _tokenize(cls, dataset: Dataset, tokenizer, args: PRMConfig, is_eval: bool) -> Dataset:
         """Every row → `input_ids` and `labels`; the text columns are dropped."""
-        options = {
-            "tokenizer": tokenizer,
-            "step_separator": args.step_separator,
-            "max_length": args.max_length,
-            "max_completion_length": args.max_completion_length,
-            "train_on_last_step_only": args.train_on_last_step_only,
-            "is_eval": is_eval,
-        }
+        options = dict(
+            tokenizer=tokenizer,
+            is_eval=is_eval,
+            step_separator=args.step_separator,
+            train_on_last_step_only=args.train_on_last_step_only,
+            max_length=args.max_length,
+            max_completion_length=args.max_completion_length,
+        )
         return dataset.map(
             cls.tokenize_row,
             fn_kwargs=options,
