@@ -16,6 +16,14 @@ def jsonl(rows) -> str:
     return "".join(json.dumps(row) + "\n" for row in rows)
 
 
+def write_case(tmp_path, name: str, content: str | bytes):
+    """Write a malformed dataset file into `tmp_path`; return its path. Text is written as
+    UTF-8; bytes as they are (e.g. a file that is not UTF-8)."""
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
+    return path
+
+
 def refusal(monkeypatch, script, recipe, *args) -> str:
     """Run `script --config recipe *args` in-process; return the one line it exits with."""
     monkeypatch.setattr(sys, "argv", [str(script), "--config", str(recipe), *map(str, args)])

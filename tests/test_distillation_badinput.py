@@ -6,7 +6,7 @@ check what a user sees: exit code 1, one line on stderr, no traceback, no output
 """
 
 import pytest
-from bad_input import jsonl, refusal
+from bad_input import jsonl, refusal, write_case
 from conftest import REPO, run_script
 
 SCRIPT = REPO / "annotated_examples" / "distillation_training.py"
@@ -39,12 +39,6 @@ CASES = {
 }
 
 
-def _write(tmp_path, name, content):
-    path = tmp_path / name
-    path.write_text(content)
-    return path
-
-
 def _args(tiny, model, data, out):
     return ["--model_name_or_path", model, "--teacher_model_name_or_path", tiny.teacher] + [
         "--dataset_name",
@@ -58,7 +52,7 @@ def _args(tiny, model, data, out):
 @pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
 def test_distillation_refuses_bad_dataset(tiny, tmp_path, monkeypatch, case):
     name, content, words = CASES[case]
-    data = _write(tmp_path, name, content)
+    data = write_case(tmp_path, name, content)
     out = tmp_path / "out"
     message = refusal(monkeypatch, SCRIPT, RECIPE, *_args(tiny, tiny.policy, data, out))
     assert message.startswith("error: ") and "\n" not in message
@@ -86,7 +80,7 @@ def test_distillation_refuses_conversational_prompts_without_chat_template(
 def test_distillation_bad_input_as_a_user_sees_it(tiny, tmp_path):
     """A real process: exit code 1, exactly one line on stderr, no traceback, no output dir."""
     out = tmp_path / "out"
-    data = _write(tmp_path, "empty.jsonl", "")
+    data = write_case(tmp_path, "empty.jsonl", "")
     args = _args(tiny, tiny.policy, data, out)
     result = run_script("distillation_training.py", "--config", RECIPE, *args)
     assert result.returncode == 1

@@ -6,7 +6,7 @@ check what a user sees: exit code 1, one line on stderr, no traceback, no output
 """
 
 import pytest
-from bad_input import jsonl, refusal
+from bad_input import jsonl, refusal, write_case
 from conftest import REPO, run_script
 
 SCRIPT = REPO / "annotated_examples" / "gkd_training.py"
@@ -51,12 +51,6 @@ CASES = {
 }
 
 
-def _write(tmp_path, name, content):
-    path = tmp_path / name
-    path.write_text(content)
-    return path
-
-
 def _args(tiny, model, data, out):
     return ["--model_name_or_path", model, "--teacher_model_name_or_path", tiny.teacher] + [
         "--dataset_name",
@@ -70,7 +64,7 @@ def _args(tiny, model, data, out):
 @pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
 def test_gkd_refuses_bad_dataset(tiny, tmp_path, monkeypatch, case):
     name, content, words = CASES[case]
-    data = _write(tmp_path, name, content)
+    data = write_case(tmp_path, name, content)
     out = tmp_path / "out"
     message = refusal(monkeypatch, SCRIPT, RECIPE, *_args(tiny, tiny.policy, data, out))
     assert message.startswith("error: ") and "\n" not in message
@@ -97,7 +91,7 @@ def test_gkd_refuses_conversations_without_chat_template(
 def test_gkd_bad_input_as_a_user_sees_it(tiny, tmp_path):
     """A real process: exit code 1, exactly one line on stderr, no traceback, no output dir."""
     out = tmp_path / "out"
-    data = _write(tmp_path, "preference.jsonl", CASES["gkd-preference-data"][1])
+    data = write_case(tmp_path, "preference.jsonl", CASES["gkd-preference-data"][1])
     result = run_script("gkd_training.py", "--config", RECIPE, *_args(tiny, tiny.policy, data, out))
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()

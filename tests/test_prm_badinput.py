@@ -9,7 +9,7 @@ line on stderr, no traceback.
 """
 
 import pytest
-from bad_input import jsonl, refusal
+from bad_input import jsonl, refusal, write_case
 from conftest import REPO, run_script
 
 SCRIPT = REPO / "annotated_examples" / "prm_training.py"
@@ -80,20 +80,11 @@ CASES = {
 }
 
 
-def _write(tmp_path, name, content):
-    path = tmp_path / name
-    if isinstance(content, bytes):
-        path.write_bytes(content)
-    else:
-        path.write_text(content, encoding="utf-8")
-    return path
-
-
 @pytest.mark.badinput
 @pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
 def test_prm_refuses_bad_dataset(tiny, tmp_path, monkeypatch, case):
     name, content, words = CASES[case]
-    data = _write(tmp_path, name, content)
+    data = write_case(tmp_path, name, content)
     out = tmp_path / "out"
     message = refusal(
         monkeypatch,
@@ -112,7 +103,7 @@ def test_prm_refuses_bad_dataset(tiny, tmp_path, monkeypatch, case):
 def test_prm_chat_prompt_without_chat_template(policy_without_chat_template, tmp_path, monkeypatch):
     """Chat-formatted data and a tokenizer without a template: refused by the data check."""
     row = {"prompt": [{"role": "user", "content": "What is 1 + 2?"}], "completions": ["1 + 2 = 3"]}
-    data = _write(tmp_path, "chat.jsonl", jsonl([{**row, "labels": [True]}]))
+    data = write_case(tmp_path, "chat.jsonl", jsonl([{**row, "labels": [True]}]))
     out = tmp_path / "out"
     message = refusal(
         monkeypatch,
@@ -129,7 +120,7 @@ def test_prm_chat_prompt_without_chat_template(policy_without_chat_template, tmp
 def test_prm_bad_input_as_a_user_sees_it(tiny, tmp_path):
     """A real process: exit code 1, exactly one line on stderr, no traceback, no output dir."""
     out = tmp_path / "out"
-    data = _write(tmp_path, "steps.jsonl", jsonl([{**GOOD, "labels": [True, True, False]}]))
+    data = write_case(tmp_path, "steps.jsonl", jsonl([{**GOOD, "labels": [True, True, False]}]))
     result = run_script(
         "prm_training.py",
         *["--config", RECIPE, "--model_name_or_path", tiny.token_classifier],

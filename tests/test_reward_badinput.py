@@ -6,7 +6,7 @@ check what a user sees: exit code 1, one line on stderr, no traceback.
 """
 
 import pytest
-from bad_input import jsonl, refusal
+from bad_input import jsonl, refusal, write_case
 from conftest import REPO, run_script
 
 SCRIPT = REPO / "annotated_examples" / "reward_training.py"
@@ -49,17 +49,11 @@ CASES = {
 }
 
 
-def _write(tmp_path, name, content):
-    path = tmp_path / name
-    path.write_text(content, encoding="utf-8")
-    return path
-
-
 @pytest.mark.badinput
 @pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
 def test_reward_refuses_bad_dataset(tiny, tmp_path, monkeypatch, case):
     name, content, words = CASES[case]
-    data = _write(tmp_path, name, content)
+    data = write_case(tmp_path, name, content)
     out = tmp_path / "out"
     message = refusal(
         monkeypatch,
@@ -83,7 +77,7 @@ def test_reward_refuses_bad_dataset(tiny, tmp_path, monkeypatch, case):
 def test_reward_bad_input_as_a_user_sees_it(tiny, tmp_path):
     """A real process: exit code 1, exactly one line on stderr, no traceback, no output dir."""
     out = tmp_path / "out"
-    data = _write(tmp_path, "prompts.jsonl", jsonl([{"prompt": "What is 1 + 1?", "answer": 2}]))
+    data = write_case(tmp_path, "prompts.jsonl", jsonl([{"prompt": "What is 1 + 1?", "answer": 2}]))
     result = run_script(
         "reward_training.py",
         *["--config", RECIPE, "--model_name_or_path", tiny.policy],
