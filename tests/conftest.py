@@ -8,7 +8,16 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from transformers import AutoTokenizer
+
+# The shared test modules assert too: have pytest rewrite their asserts, as it does the test files',
+# so a failure shows the values compared. (Must run before anything imports them.)
+pytest.register_assert_rewrite(
+    *("bad_input", "docs_support", "fault", "online_pair_support", "pair_bad_input"),
+    *("pair_learning", "parity", "reward_bad_input", "smoke_support", "teacher_bad_input"),
+    "warm_start",
+)
+
+from transformers import AutoTokenizer  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
