@@ -7,8 +7,7 @@ import math
 import torch
 from bad_input import jsonl, refusal
 from conftest import REPO, run_script
-from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoTokenizer
 
 
 def paths(key):
@@ -26,28 +25,6 @@ def assert_finite_logs(rows, keys) -> None:
         for key in keys:
             assert math.isfinite(row[key]), (row["step"], key, row[key])
         assert row["grad_norm"] > 0
-
-
-def assert_saved_model_works(tiny, out, lora: bool) -> None:
-    """The weights (or LoRA adapter) changed, and the saved folder reloads and generates."""
-    tokenizer = AutoTokenizer.from_pretrained(out)
-    if lora:
-        from peft import AutoPeftModelForCausalLM
-
-        adapter = load_file(out / "adapter_model.safetensors")
-        lora_b = [w for name, w in adapter.items() if "lora_B" in name]
-        assert lora_b and any(w.abs().max() > 0 for w in lora_b)  # B starts at zero
-        assert not (out / "model.safetensors").exists()
-        model = AutoPeftModelForCausalLM.from_pretrained(out)
-    else:
-        before = load_file(tiny.policy / "model.safetensors")
-        after = load_file(out / "model.safetensors")
-        assert before.keys() == after.keys()
-        assert any(not torch.equal(before[k], after[k]) for k in before)
-        model = AutoModelForCausalLM.from_pretrained(out)
-    prompt = tokenizer("What is 2 + 3?", return_tensors="pt")
-    generated = model.generate(**prompt, max_new_tokens=4, do_sample=False)
-    assert generated.shape[1] > prompt["input_ids"].shape[1]
 
 
 # ---- bad input ------------------------------------------------------------------------------

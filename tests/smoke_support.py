@@ -6,11 +6,12 @@ as a user runs it: a fresh Python process. Every other variant runs the same scr
 process (`runpy`, the same code path as `python script.py`), which skips the ≈5 s of imports a
 new process pays. `trained(request, case)` returns a variant's output folder either way.
 
-The subprocess runs start ahead of time: the first smoke test of the session starts a background
-thread that launches, one at a time and in test order, the subprocess run of every smoke module
-with a selected test. While one script's variants train in-process on one core, the next
-scripts' subprocesses run on the other. Under pytest-xdist each worker starts a module's
-subprocess only when one of its tests asks for it.
+The subprocess runs start ahead of time: the first smoke test of the session starts background
+threads that launch, in test order, the subprocess run of every smoke module with a selected test.
+A subprocess run is ~6 s, ~5 s of it imports (torch, transformers, trl): sixteen of them are most
+of the smoke budget, so they never wait for the in-process variants. `PREFETCH_WORKERS` of them run
+at a time, beside the test process, which trains the variants meanwhile. Under pytest-xdist each
+worker starts a module's subprocess only when one of its tests asks for it.
 """
 
 import os
@@ -21,12 +22,18 @@ import threading
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import OFFLINE_ENV, REPO
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 SCRIPTS = REPO / "annotated_examples"
 # Seconds a subprocess run may take: ~10 s on a quiet 2-core machine, ten minutes and more at a
 # load average of 20 (measured: a 12-step KTO run took 5.5 min before evaluation).
 TIMEOUT = 1200
+# Subprocess runs at a time. Two keep both cores of the CI machine busy while the test process
+# waits for a result, and oversubscribe them (three busy processes) only while it trains.
+PREFETCH_WORKERS = 2
 
 
 def run_in_process(monkeypatch, script: str, *args) -> None:
@@ -50,7 +57,7 @@ class CliRuns:
         self.lock = threading.Lock()
         self.started: dict[str, threading.Event] = {}
         self.results: dict[str, tuple[subprocess.CompletedProcess, Path]] = {}
-        self.running: subprocess.Popen | None = None
+        self.running: set[subprocess.Popen] = set()
         self.closed = False
 
     def _claim(self, module) -> bool:
@@ -69,13 +76,14 @@ class CliRuns:
         with subprocess.Popen(
             command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         ) as process:
-            self.running = process
+            self.running.add(process)
             try:
                 stdout, stderr = process.communicate(timeout=TIMEOUT)
             except subprocess.TimeoutExpired:
                 process.kill()
                 stdout, stderr = process.communicate()
                 stderr += f"\n(timed out after {TIMEOUT} s)"
+            self.running.discard(process)
         self.results[module.__name__] = (
             subprocess.CompletedProcess(command, process.returncode, stdout, stderr),
             out,
@@ -83,27 +91,37 @@ class CliRuns:
         self.started[module.__name__].set()
 
     def prefetch(self, modules) -> None:
+        queue = iter(modules)
+        queue_lock = threading.Lock()
+
         def worker():
-            for module in modules:
+            while True:
+                with queue_lock:
+                    module = next(queue, None)
+                if module is None:
+                    return
                 if self._claim(module):
                     self._run(module)
 
-        threading.Thread(target=worker, daemon=True).start()
+        for _ in range(PREFETCH_WORKERS):
+            threading.Thread(target=worker, daemon=True).start()
 
     def close(self) -> None:
-        """Stop prefetching and end a subprocess still running (after an early exit, `-x`)."""
+        """Stop prefetching and end the subprocesses still running (after an early exit, `-x`)."""
         with self.lock:
             self.closed = True
-        if self.running is not None and self.running.poll() is None:
-            self.running.kill()
+        for process in list(self.running):
+            if process.poll() is None:
+                process.kill()
 
-    def output(self, module) -> Path:
+    def result(self, module) -> tuple[subprocess.CompletedProcess, Path]:
+        """The finished run of `module`'s CLI case and its output folder; fails if it failed."""
         if self._claim(module):
             self._run(module)
         self.started[module.__name__].wait()
         result, out = self.results[module.__name__]
         assert result.returncode == 0, result.stderr[-3000:]
-        return out
+        return result, out
 
 
 _cli_runs: CliRuns | None = None
@@ -135,8 +153,30 @@ def trained(request, case: str) -> Path:
     """The output folder of `case`: the module's subprocess run, or an in-process run made now."""
     module = request.module
     if case == module.CLI_CASE:
-        return request.getfixturevalue("cli_runs").output(module)
+        return request.getfixturevalue("cli_runs").result(module)[1]
     out = request.getfixturevalue("tmp_path") / "out"
     script, *args = module.case_args(request.getfixturevalue("tiny"), case, out)
     run_in_process(request.getfixturevalue("monkeypatch"), script, *args)
     return out
+
+
+def assert_saved_model_works(tiny, out: Path, lora: bool) -> None:
+    """The policy's weights (or LoRA adapter) changed; the saved folder reloads and generates."""
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    if lora:
+        from peft import AutoPeftModelForCausalLM
+
+        adapter = load_file(out / "adapter_model.safetensors")
+        lora_b = [w for name, w in adapter.items() if "lora_B" in name]
+        assert lora_b and any(w.abs().max() > 0 for w in lora_b)  # B starts at zero
+        assert not (out / "model.safetensors").exists()  # only the adapter is saved
+        model = AutoPeftModelForCausalLM.from_pretrained(out)
+    else:
+        before = load_file(tiny.policy / "model.safetensors")
+        after = load_file(out / "model.safetensors")
+        assert before.keys() == after.keys()
+        assert any(not torch.equal(before[k], after[k]) for k in before)
+        model = AutoModelForCausalLM.from_pretrained(out)
+    prompt = tokenizer("What is 2 + 3?", return_tensors="pt")
+    generated = model.generate(**prompt, max_new_tokens=4, do_sample=False)
+    assert generated.shape[1] > prompt["input_ids"].shape[1]

@@ -1,18 +1,18 @@
 """BCO smoke test: the example script, run as a user runs it, trains and saves a usable model.
 
-One subprocess with the tiny recipe and UDM on (the tiny policy's own hidden states embed the
-prompts), so the whole path runs: dataset check, our trainer, the density-ratio classifier, δ,
-evaluation, save. The labels alternate in the file, so every batch of 16 has both kinds.
+One run as a subprocess (started ahead, tests/smoke_support.py), with the tiny recipe and UDM on
+(the tiny policy's own hidden states embed the prompts), so the whole path runs: dataset check,
+our trainer, the density-ratio classifier, δ, evaluation, save. The labels alternate in the file,
+so every batch of 16 has both kinds.
 """
 
 import json
 import math
 
 import pytest
-import torch
-from conftest import run_script
-from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, AutoTokenizer
+
+# cli_runs: the session's subprocess runs (a fixture this module must see).
+from smoke_support import assert_saved_model_works, cli_runs, trained  # noqa: F401
 
 RECIPE = "annotated_examples/recipes/bco_tiny.yaml"
 METRICS = [
@@ -27,18 +27,24 @@ METRICS = [
     "logits/rejected",
 ]
 
+CASES = {"bco-udm": "unpaired_preference"}
+CLI_CASE = "bco-udm"
 
-@pytest.mark.smoke
-def test_bco_script_trains_and_saves(tiny, tmp_path):
-    out = tmp_path / "out"
-    result = run_script(
+
+def case_args(tiny, case, out):
+    return [
         "bco_training.py",
         *["--config", RECIPE, "--model_name_or_path", tiny.policy],
-        *["--dataset_name", tiny.data / "unpaired_preference", "--output_dir", out],
+        *["--dataset_name", tiny.data / CASES[case], "--output_dir", out],
         *["--max_steps", 12, "--logging_steps", 4, "--eval_steps", 12],
         *["--embedding_model", tiny.policy],
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    ]
+
+
+@pytest.mark.smoke
+@pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
+def test_bco_script_trains_and_saves(request, tiny, case):
+    out = trained(request, case)
 
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
     train_rows = [row for row in history if "loss" in row]
@@ -55,16 +61,7 @@ def test_bco_script_trains_and_saves(tiny, tmp_path):
     assert train_rows[-1]["delta"] != 0.0
     assert math.isfinite(eval_rows[0]["eval_delta"])
 
-    before = load_file(tiny.policy / "model.safetensors")
-    after = load_file(out / "model.safetensors")
-    assert before.keys() == after.keys()
-    assert any(not torch.equal(before[k], after[k]) for k in before)
-
-    tokenizer = AutoTokenizer.from_pretrained(out)
-    model = AutoModelForCausalLM.from_pretrained(out)
-    prompt = tokenizer("What is 2 + 3?", return_tensors="pt")
-    generated = model.generate(**prompt, max_new_tokens=4, do_sample=False)
-    assert generated.shape[1] > prompt["input_ids"].shape[1]
+    assert_saved_model_works(tiny, out, lora=False)
 
 
 @pytest.mark.smoke

@@ -3,6 +3,8 @@
 `benchmarks/gpu.py --allow-cpu --tiny` runs the GPU harness's whole pipeline (model building
 from a config, a script run as a user runs it, the FLOP and step counters, the report) on a tiny
 model for 2 steps; without a GPU and without that flag it must refuse in one line.
+`benchmarks/suite.py` times a real pytest run of two small test files and files each test under
+its markers.
 """
 
 import json
@@ -74,3 +76,31 @@ def test_benchmarks_gpu_counts_six_n_flops_per_trained_token(tiny, tiny_gpu_repo
     assert run["policy_parameters"] == parameters
     assert run["flops"] == 6 * parameters * run["train_tokens"]
     assert run["achieved_tflops"] == pytest.approx(run["flops"] / run["seconds"] / 1e12)
+
+
+def test_benchmarks_suite_times_tests_by_marker(tmp_path):
+    """benchmarks/suite.py runs pytest with its timing plugin and files each test by marker."""
+    selection = ["tests/test_fixtures.py", "tests/test_sft_math.py"]
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "suite.py"), *selection, "--out", tmp_path],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (measured,) = json.loads((tmp_path / "suite.json").read_text())["selections"].values()
+    collected = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", *selection],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    ).stdout
+    math_tests = sum(1 for line in collected.splitlines() if "test_sft_math.py::" in line)
+    unmarked_tests = sum(1 for line in collected.splitlines() if "test_fixtures.py::" in line)
+    assert measured["by_marker"]["math"]["tests"] == math_tests > 0
+    assert measured["by_marker"]["(no marker)"]["tests"] == unmarked_tests > 0
+    assert set(measured["by_marker"]) == {"math", "(no marker)"}
+    total = sum(entry["seconds"] for entry in measured["by_marker"].values())
+    assert 0 < total <= measured["median_wall_s"]
+    assert "| math |" in (tmp_path / "suite.md").read_text()

@@ -11,10 +11,9 @@ import json
 import math
 
 import pytest
-import torch
-from safetensors.torch import load_file
-from smoke_support import cli_runs, trained  # noqa: F401  (cli_runs: the session's subprocesses)
-from transformers import AutoModelForCausalLM, AutoTokenizer
+
+# cli_runs: the session's subprocess runs (a fixture this module must see).
+from smoke_support import assert_saved_model_works, cli_runs, trained  # noqa: F401
 
 RECIPE = "annotated_examples/recipes/cpo_tiny.yaml"
 LORA = ["--use_peft", "--lora_r", "4", "--lora_alpha", "8", "--lora_dropout", "0"]
@@ -72,22 +71,4 @@ def test_cpo_script_trains_and_saves(request, tiny, case):
     for name in ["eval_loss", *(f"eval_{m}" for m in METRICS)]:
         assert math.isfinite(eval_rows[0][name]), name
 
-    tokenizer = AutoTokenizer.from_pretrained(out)
-    if "--use_peft" in extra:
-        from peft import AutoPeftModelForCausalLM
-
-        adapter = load_file(out / "adapter_model.safetensors")
-        lora_b = [w for name, w in adapter.items() if "lora_B" in name]
-        assert lora_b and all(w.abs().max() > 0 for w in lora_b)  # B starts at zero
-        assert not (out / "model.safetensors").exists()
-        model = AutoPeftModelForCausalLM.from_pretrained(out)
-    else:
-        before = load_file(tiny.policy / "model.safetensors")
-        after = load_file(out / "model.safetensors")
-        assert before.keys() == after.keys()
-        assert any(not torch.equal(before[k], after[k]) for k in before)
-        model = AutoModelForCausalLM.from_pretrained(out)
-
-    prompt = tokenizer("What is 2 + 3?", return_tensors="pt")
-    generated = model.generate(**prompt, max_new_tokens=4, do_sample=False)
-    assert generated.shape[1] > prompt["input_ids"].shape[1]
+    assert_saved_model_works(tiny, out, lora="--use_peft" in extra)

@@ -13,8 +13,9 @@ import pytest
 import torch
 from datasets import load_dataset
 from peft import LoraConfig
-from safetensors.torch import load_file
-from smoke_support import cli_runs, trained  # noqa: F401  (cli_runs: the session's subprocesses)
+
+# cli_runs: the session's subprocess runs (a fixture this module must see).
+from smoke_support import assert_saved_model_works, cli_runs, trained  # noqa: F401
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import DPOConfig, DPOTrainer
 
@@ -74,26 +75,7 @@ def test_dpo_script_trains_and_saves(request, tiny, case):
     for row in eval_rows:
         assert all(math.isfinite(row[f"eval_{name}"]) for name in ["loss", *METRICS])
 
-    tokenizer = AutoTokenizer.from_pretrained(out)
-    if "--use_peft" in extra:
-        from peft import AutoPeftModelForCausalLM
-
-        # Only the adapter is saved; LoRA's B starts at zero, so non-zero B means it trained.
-        adapter = load_file(out / "adapter_model.safetensors")
-        lora_b = [w for name, w in adapter.items() if "lora_B" in name]
-        assert lora_b and all(w.abs().max() > 0 for w in lora_b)
-        assert not (out / "model.safetensors").exists()
-        model = AutoPeftModelForCausalLM.from_pretrained(out)
-    else:
-        before = load_file(tiny.policy / "model.safetensors")
-        after = load_file(out / "model.safetensors")
-        assert before.keys() == after.keys()
-        assert any(not torch.equal(before[k], after[k]) for k in before)
-        model = AutoModelForCausalLM.from_pretrained(out)
-
-    prompt = tokenizer("What is 2 + 3?", return_tensors="pt")
-    generated = model.generate(**prompt, max_new_tokens=4, do_sample=False)
-    assert generated.shape[1] > prompt["input_ids"].shape[1]
+    assert_saved_model_works(tiny, out, lora="--use_peft" in extra)
 
 
 @pytest.mark.smoke

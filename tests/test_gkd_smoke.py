@@ -14,7 +14,9 @@ import math
 import pytest
 import torch
 from safetensors.torch import load_file
-from smoke_support import cli_runs, trained  # noqa: F401  (cli_runs: the session's subprocesses)
+
+# cli_runs: the session's subprocess runs (a fixture this module must see).
+from smoke_support import cli_runs, trained  # noqa: F401
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 RECIPE = "annotated_examples/recipes/gkd_tiny.yaml"

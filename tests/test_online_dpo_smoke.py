@@ -12,10 +12,9 @@ import json
 import math
 
 import pytest
-import torch
-from safetensors.torch import load_file
-from smoke_support import cli_runs, trained  # noqa: F401  (cli_runs: the session's subprocesses)
-from transformers import AutoModelForCausalLM, AutoTokenizer
+
+# cli_runs: the session's subprocess runs (a fixture this module must see).
+from smoke_support import assert_saved_model_works, cli_runs, trained  # noqa: F401
 
 RECIPE = "annotated_examples/recipes/online_dpo_tiny.yaml"
 BETA = 0.1
@@ -84,22 +83,4 @@ def test_online_dpo_script_trains_and_saves(request, tiny, case):
             # -log sigmoid(beta * h) with |beta * h| small: close to ln 2 on these short runs.
             assert row["loss"] == pytest.approx(math.log(2), abs=0.05)
 
-    tokenizer = AutoTokenizer.from_pretrained(out)
-    if "--use_peft" in extra:
-        from peft import AutoPeftModelForCausalLM
-
-        adapter = load_file(out / "adapter_model.safetensors")
-        lora_b = [w for name, w in adapter.items() if "lora_B" in name]
-        assert lora_b and any(w.abs().max() > 0 for w in lora_b)  # B starts at zero
-        assert not (out / "model.safetensors").exists()
-        model = AutoPeftModelForCausalLM.from_pretrained(out)
-    else:
-        before = load_file(tiny.policy / "model.safetensors")
-        after = load_file(out / "model.safetensors")
-        assert before.keys() == after.keys()
-        assert any(not torch.equal(before[k], after[k]) for k in before)
-        model = AutoModelForCausalLM.from_pretrained(out)
-
-    prompt = tokenizer("What is 2 + 3?", return_tensors="pt")
-    generated = model.generate(**prompt, max_new_tokens=4, do_sample=False)
-    assert generated.shape[1] > prompt["input_ids"].shape[1]
+    assert_saved_model_works(tiny, out, lora="--use_peft" in extra)

@@ -7,10 +7,9 @@ import json
 import math
 
 import pytest
-import torch
-from safetensors.torch import load_file
-from smoke_support import cli_runs, trained  # noqa: F401  (cli_runs: the session's subprocesses)
-from transformers import AutoModelForCausalLM, AutoTokenizer
+
+# cli_runs: the session's subprocess runs (a fixture this module must see).
+from smoke_support import assert_saved_model_works, cli_runs, trained  # noqa: F401
 
 RECIPE = "annotated_examples/recipes/ppo_tiny.yaml"
 UPDATES = 4  # 32 episodes of 8 responses
@@ -57,12 +56,4 @@ def test_ppo_script_trains_and_saves(request, tiny, case):
     assert history[0]["lr"] > history[-1]["lr"] > 0  # linear decay over the updates
 
     # The saved model is the policy (not the value model), with new weights.
-    before = load_file(tiny.policy / "model.safetensors")
-    after = load_file(out / "model.safetensors")
-    assert before.keys() == after.keys()
-    assert any(not torch.equal(before[k], after[k]) for k in before)
-    model = AutoModelForCausalLM.from_pretrained(out)
-    tokenizer = AutoTokenizer.from_pretrained(out)
-    prompt = tokenizer("What is 2 + 3?", return_tensors="pt")
-    generated = model.generate(**prompt, max_new_tokens=4, do_sample=False)
-    assert generated.shape[1] > prompt["input_ids"].shape[1]
+    assert_saved_model_works(tiny, out, lora=False)

@@ -1,9 +1,10 @@
 """PRM smoke tests: the example script, run as a user runs it, trains and saves a usable model.
 
-One subprocess per variant on the tiny recipe (cut to 20 steps): full fine-tuning of the
-token-classification fixture, and LoRA with task type TOKEN_CLS (the script's default). Each
-checks that weights moved, every logged number is finite and in range, and that the saved output
-reloads as a token classifier that scores every step of a solution.
+Two variants of the tiny recipe (cut to 20 steps): full fine-tuning of the token-classification
+fixture as a subprocess, and LoRA with task type TOKEN_CLS (the script's default) in-process
+(tests/smoke_support.py). Each checks that weights moved, every logged number is finite and in
+range, and that the saved output reloads as a token classifier that scores every step of a
+solution.
 """
 
 import json
@@ -11,8 +12,10 @@ import math
 
 import pytest
 import torch
-from conftest import run_script
 from safetensors.torch import load_file
+
+# cli_runs: the session's subprocess runs (a fixture this module must see).
+from smoke_support import cli_runs, trained  # noqa: F401
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 
 from annotated_trl.trainers.prm import PRMTrainer, step_probabilities
@@ -21,31 +24,32 @@ RECIPE = "annotated_examples/recipes/prm_tiny.yaml"
 CASES = {
     "prm-full": [],
     "prm-lora-token-cls": [
-        "--use_peft",
-        "--lora_r",
-        "4",
-        "--lora_alpha",
-        "8",
-        "--lora_dropout",
-        "0",
+        *["--use_peft", "--lora_r", "4", "--lora_alpha", "8", "--lora_dropout", "0"],
     ],
 }
+CLI_CASE = "prm-full"
 PROMPT, STEPS = "What is 2 + 3 + 4?", ["2 + 3 = 5", "5 + 4 = 9"]
+
+
+def case_args(tiny, case, out):
+    return [
+        "prm_training.py",
+        *["--config", RECIPE, "--model_name_or_path", tiny.token_classifier],
+        *["--dataset_name", tiny.data / "stepwise_supervision", "--output_dir", out],
+        *["--max_steps", "20", "--logging_steps", "5", "--eval_steps", "10", *CASES[case]],
+    ]
 
 
 @pytest.mark.smoke
 @pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
-def test_prm_script_trains_and_saves(tiny, tmp_path, case):
+def test_prm_script_trains_and_saves(request, tiny, case, capsys):
     extra = CASES[case]
-    out = tmp_path / "out"
-    result = run_script(
-        "prm_training.py",
-        *["--config", RECIPE, "--model_name_or_path", tiny.token_classifier],
-        *["--dataset_name", tiny.data / "stepwise_supervision", "--output_dir", out],
-        *["--max_steps", "20", "--logging_steps", "5", "--eval_steps", "10", *extra],
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "product" in result.stdout and "min" in result.stdout  # the script scored a solution
+    out = trained(request, case)
+    if case == CLI_CASE:
+        printed = request.getfixturevalue("cli_runs").result(request.module)[0].stdout
+    else:
+        printed = capsys.readouterr().out
+    assert "product" in printed and "min" in printed  # the script scored a solution
 
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
     train_rows = [row for row in history if "loss" in row]

@@ -9,8 +9,10 @@ import json
 import math
 
 import pytest
-from online_pair_support import assert_finite_logs, assert_saved_model_works
-from smoke_support import cli_runs, trained  # noqa: F401  (cli_runs: the session's subprocesses)
+from online_pair_support import assert_finite_logs
+
+# cli_runs: the session's subprocess runs (a fixture this module must see).
+from smoke_support import assert_saved_model_works, cli_runs, trained  # noqa: F401
 
 RECIPE = "annotated_examples/recipes/xpo_tiny.yaml"
 BETA, ALPHA = 0.1, 1e-3

@@ -1,0 +1,164 @@
+"""The test suite's own speed: wall time of the README's test command, and where the time goes.
+
+Runs `.venv/bin/pytest` from the repository root, as `make test` does, with this file loaded as
+a pytest plugin (`-p suite`) that times every test's setup, call and teardown and notes its
+markers. A test with two markers counts under both; a test with none counts as "(no marker)".
+The smoke tests start their subprocess runs ahead in background threads (tests/smoke_support.py),
+so a smoke test's time is its own in-process work plus any wait for its subprocess, and the
+marker times add up to the wall time only roughly.
+
+    .venv/bin/python benchmarks/suite.py                     # the whole suite, once (~16 min)
+    .venv/bin/python benchmarks/suite.py -m smoke --reps 3   # one selection: the smoke budget
+
+Each selection is stored under its pytest arguments ("all" without any) in
+`benchmarks/results/suite.json`, beside the selections measured before; `suite.md` shows them all.
+"""
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import OFFLINE_ENV, REPO, RESULTS, machine, render  # noqa: E402
+
+NAME = "suite"
+RECORDS_ENV = "SUITE_BENCH_RECORDS"  # where the plugin writes its records (one JSON line a test)
+NO_MARKER = "(no marker)"
+
+
+# ---- the plugin, loaded into the pytest process ----------------------------------------------
+
+_started: dict[str, float] = {}
+_markers: dict[str, list[str]] = {}
+_outcomes: dict[str, str] = {}
+
+
+def _registered_markers(config) -> set[str]:
+    return {line.split(":", 1)[0] for line in config.getini("markers")}
+
+
+def pytest_runtest_logstart(nodeid, location):
+    _started[nodeid] = time.perf_counter()
+
+
+def pytest_runtest_setup(item):
+    registered = _registered_markers(item.config)
+    _markers[item.nodeid] = sorted({m.name for m in item.iter_markers()} & registered)
+
+
+def pytest_runtest_logreport(report):
+    if report.failed or report.when == "call" or report.nodeid not in _outcomes:
+        _outcomes[report.nodeid] = "failed" if report.failed else report.outcome
+
+
+def pytest_runtest_logfinish(nodeid, location):
+    seconds = time.perf_counter() - _started.pop(nodeid)
+    record = {"test": nodeid, "markers": _markers.get(nodeid, []), "seconds": seconds}
+    record["outcome"] = _outcomes.get(nodeid, "unknown")
+    with open(os.environ[RECORDS_ENV], "a") as records:
+        records.write(json.dumps(record) + "\n")
+
+
+# ---- the coordinator ------------------------------------------------------------------------
+
+
+def run_suite(selection: list[str]) -> dict:
+    """One pytest run over `selection` (pytest arguments): wall time, exit code, test records."""
+    records = Path(tempfile.mkstemp(prefix="suite-", suffix=".jsonl")[1])
+    pytest = Path(sys.executable).with_name("pytest")  # the README's `.venv/bin/pytest`
+    command = [str(pytest), "-p", "suite", "-p", "no:cacheprovider", "-q", *selection]
+    env = {**os.environ, **OFFLINE_ENV, RECORDS_ENV: str(records)}
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(Path(__file__).parent), env.get("PYTHONPATH")])
+    )
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    tests = [json.loads(line) for line in records.read_text().splitlines()]
+    records.unlink()
+    summary = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
+    return {"wall_s": wall, "exit_code": done.returncode, "summary": summary, "tests": tests}
+
+
+def split_by_marker(tests: list[dict]) -> dict:
+    """marker -> number of tests and their summed seconds."""
+    split: dict[str, dict] = {}
+    for test in tests:
+        for marker in test["markers"] or [NO_MARKER]:
+            entry = split.setdefault(marker, {"tests": 0, "seconds": 0.0})
+            entry["tests"] += 1
+            entry["seconds"] += test["seconds"]
+    return split
+
+
+def measure(selection: list[str], reps: int) -> dict:
+    runs = []
+    for rep in range(reps):
+        run = run_suite(selection)
+        print(f"run {rep + 1}: {run['wall_s']:.1f} s, exit {run['exit_code']}: {run['summary']}")
+        if run["exit_code"] != 0:
+            sys.exit(f"the test run failed (exit {run['exit_code']}): {run['summary']}")
+        runs.append(run)
+    median_run = sorted(runs, key=lambda run: run["wall_s"])[len(runs) // 2]
+    slowest = sorted(median_run["tests"], key=lambda test: -test["seconds"])[:10]
+    return {
+        "wall_s": [run["wall_s"] for run in runs],
+        "median_wall_s": statistics.median(run["wall_s"] for run in runs),
+        "summary": median_run["summary"],
+        "by_marker": split_by_marker(median_run["tests"]),
+        "slowest": [{"test": t["test"], "seconds": t["seconds"]} for t in slowest],
+    }
+
+
+def table(results: dict) -> str:
+    parts = []
+    for selection, measured in results["selections"].items():
+        walls = ", ".join(f"{wall:.0f}" for wall in measured["wall_s"])
+        parts.append(
+            f"**`pytest{'' if selection == 'all' else ' ' + selection}`**: "
+            f"{measured['median_wall_s']:.0f} s wall (median of {len(measured['wall_s'])}: "
+            f"{walls} s); {measured['summary']}, measured {measured['measured_at']}.\n"
+        )
+        rows = sorted(measured["by_marker"].items(), key=lambda item: -item[1]["seconds"])
+        lines = ["| Marker | tests | seconds in those tests |", "|---|---|---|"]
+        lines += [f"| {name} | {e['tests']} | {e['seconds']:.0f} |" for name, e in rows]
+        lines += ["", "| Slowest tests | seconds |", "|---|---|"]
+        lines += [f"| `{t['test']}` | {t['seconds']:.1f} |" for t in measured["slowest"]]
+        parts.append("\n".join(lines) + "\n")
+    return "\n".join(parts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-m", dest="marker_expression", help="pytest marker expression")
+    parser.add_argument("tests", nargs="*", help="test files or ids (default: all of tests/)")
+    parser.add_argument("--reps", type=int, default=1, help="test runs; the median is kept")
+    parser.add_argument("--note", default="", help="a sentence stored with the results")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
+    args = parser.parse_args()
+
+    path = args.out / f"{NAME}.json"
+    results = json.loads(path.read_text()) if path.exists() else {"selections": {}}
+    results["machine"] = machine()
+    results["note"] = args.note
+    selection = [*(["-m", args.marker_expression] if args.marker_expression else []), *args.tests]
+    measured = measure(selection, args.reps)
+    measured["measured_at"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    measured["load_average_1min_at_end"] = os.getloadavg()[0]
+    results["selections"][shlex.join(selection) or "all"] = measured
+    results["machine"]["load_average_1min_at_end"] = os.getloadavg()[0]
+    results["measured_at"] = measured["measured_at"]
+    args.out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1) + "\n")
+    print(render(NAME, results, table(results), args.out).read_text())
+
+
+if __name__ == "__main__":
+    main()
