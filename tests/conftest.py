@@ -9,13 +9,15 @@ from types import SimpleNamespace
 
 import pytest
 
-# The shared test modules assert too: have pytest rewrite their asserts, as it does the test files',
-# so a failure shows the values compared. (Must run before anything imports them.)
-pytest.register_assert_rewrite(
-    *("bad_input", "docs_support", "fault", "online_pair_support", "pair_bad_input"),
-    *("pair_learning", "parity", "reward_bad_input", "smoke_support", "teacher_bad_input"),
-    "warm_start",
-)
+# The shared test modules (tests/*.py that are not test files) assert too: have pytest rewrite
+# their asserts as it does the test files', so a failure shows the values compared. This must run
+# before anything imports them.
+SHARED_MODULES = [
+    path.stem
+    for path in Path(__file__).parent.glob("*.py")
+    if not path.stem.startswith(("test_", "conftest"))
+]
+pytest.register_assert_rewrite(*SHARED_MODULES)
 
 from transformers import AutoTokenizer  # noqa: E402
 
