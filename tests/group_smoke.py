@@ -6,10 +6,10 @@ nearly every completion and most groups have zero spread (no gradient). Each run
 the tiny reward model, whose scores always differ within a group: the weights must move.
 """
 
-import json
 import math
 
 import pytest
+from smoke_support import log_history
 
 MAX_COMPLETION = 8
 STEPS, LOGGING_STEPS = 4, 2
@@ -30,7 +30,7 @@ def case_args(key: str, tiny, data_format: str, extra: list[str], out) -> list:
 
 def reward_logs(out) -> list[dict]:
     """The logged training rows, each checked for what both trainers log about rewards."""
-    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    history = log_history(out)
     logs = [row for row in history if "reward" in row]
     assert len(logs) == STEPS // LOGGING_STEPS
     for row in logs:

@@ -14,6 +14,7 @@ at a time, beside the test process, which trains the variants meanwhile. Under p
 worker starts a module's subprocess only when one of its tests asks for it.
 """
 
+import json
 import os
 import runpy
 import subprocess
@@ -158,6 +159,17 @@ def trained(request, case: str) -> Path:
     script, *args = module.case_args(request.getfixturevalue("tiny"), case, out)
     run_in_process(request.getfixturevalue("monkeypatch"), script, *args)
     return out
+
+
+def log_history(out: Path) -> list[dict]:
+    """Every row the run logged (`trainer_state.json`, saved with the model)."""
+    return json.loads((out / "trainer_state.json").read_text())["log_history"]
+
+
+def train_and_eval_rows(out: Path) -> tuple[list[dict], list[dict]]:
+    """The run's logged training rows (those with a loss) and evaluation rows."""
+    history = log_history(out)
+    return [row for row in history if "loss" in row], [row for row in history if "eval_loss" in row]
 
 
 def assert_saved_model_works(tiny, out: Path, lora: bool) -> None:

@@ -6,13 +6,15 @@ our trainer, the density-ratio classifier, δ, evaluation, save. The labels alte
 so every batch of 16 has both kinds.
 """
 
-import json
 import math
 
 import pytest
-
-# cli_runs: the session's subprocess runs (a fixture this module must see).
-from smoke_support import assert_saved_model_works, cli_runs, trained  # noqa: F401
+from smoke_support import (
+    assert_saved_model_works,
+    cli_runs,  # noqa: F401  (a fixture: the session's subprocess runs)
+    train_and_eval_rows,
+    trained,
+)
 
 RECIPE = "annotated_examples/recipes/bco_tiny.yaml"
 METRICS = [
@@ -46,9 +48,7 @@ def case_args(tiny, case, out):
 def test_bco_script_trains_and_saves(request, tiny, case):
     out = trained(request, case)
 
-    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
-    train_rows = [row for row in history if "loss" in row]
-    eval_rows = [row for row in history if "eval_loss" in row]
+    train_rows, eval_rows = train_and_eval_rows(out)
     assert [row["step"] for row in train_rows] == [4, 8, 12]
     assert [row["step"] for row in eval_rows] == [12]
     for row in train_rows:

@@ -7,13 +7,15 @@ override the tiny recipe. The other loss
 types differ only inside `cpo_loss`, checked in tests/test_cpo_math.py.
 """
 
-import json
 import math
 
 import pytest
-
-# cli_runs: the session's subprocess runs (a fixture this module must see).
-from smoke_support import assert_saved_model_works, cli_runs, trained  # noqa: F401
+from smoke_support import (
+    assert_saved_model_works,
+    cli_runs,  # noqa: F401  (a fixture: the session's subprocess runs)
+    train_and_eval_rows,
+    trained,
+)
 
 RECIPE = "annotated_examples/recipes/cpo_tiny.yaml"
 LORA = ["--use_peft", "--lora_r", "4", "--lora_alpha", "8", "--lora_dropout", "0"]
@@ -55,9 +57,7 @@ def test_cpo_script_trains_and_saves(request, tiny, case):
     extra = CASES[case][1]
     out = trained(request, case)
 
-    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
-    train_rows = [row for row in history if "loss" in row]
-    eval_rows = [row for row in history if "eval_loss" in row]
+    train_rows, eval_rows = train_and_eval_rows(out)
     assert len(train_rows) == 2 and len(eval_rows) == 1  # logging_steps 5, eval_steps 10
     for row in train_rows:
         for name in ["loss", *METRICS]:

@@ -7,15 +7,16 @@ fixture the losses are small (about 1e-2 between two random near-uniform models)
 ranges, not `loss > some constant`.
 """
 
-import json
 import math
 
 import pytest
 import torch
 from safetensors.torch import load_file
-
-# cli_runs: the session's subprocess runs (a fixture this module must see).
-from smoke_support import cli_runs, trained  # noqa: F401
+from smoke_support import (
+    cli_runs,  # noqa: F401  (a fixture: the session's subprocess runs)
+    log_history,
+    trained,
+)
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 RECIPE = "annotated_examples/recipes/distillation_tiny.yaml"
@@ -44,7 +45,7 @@ def distillation_run(request):
 
 @pytest.mark.smoke
 def test_distillation_script_logs_its_metrics(distillation_run):
-    history = json.loads((distillation_run / "trainer_state.json").read_text())["log_history"]
+    history = log_history(distillation_run)
     train = [row for row in history if "loss" in row]
     evals = [row for row in history if "eval_loss" in row]
     assert len(train) == 3 and len(evals) == 2  # steps 2, 4, 6; eval at 3, 6

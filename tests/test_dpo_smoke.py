@@ -6,16 +6,18 @@ of what LoRA means for the reference model: the trainer keeps no second model, a
 log-probs are those of the base model with the adapter disabled.
 """
 
-import json
 import math
 
 import pytest
 import torch
 from datasets import load_dataset
 from peft import LoraConfig
-
-# cli_runs: the session's subprocess runs (a fixture this module must see).
-from smoke_support import assert_saved_model_works, cli_runs, trained  # noqa: F401
+from smoke_support import (
+    assert_saved_model_works,
+    cli_runs,  # noqa: F401  (a fixture: the session's subprocess runs)
+    train_and_eval_rows,
+    trained,
+)
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import DPOConfig, DPOTrainer
 
@@ -60,9 +62,7 @@ def test_dpo_script_trains_and_saves(request, tiny, case):
     extra = CASES[case][1]
     out = trained(request, case)
 
-    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
-    train_rows = [row for row in history if "loss" in row]
-    eval_rows = [row for row in history if "eval_loss" in row]
+    train_rows, eval_rows = train_and_eval_rows(out)
     assert len(train_rows) == 4 and len(eval_rows) == 2  # logging_steps 5, eval_steps 10
     for row in train_rows:
         for name in ["loss", *METRICS]:

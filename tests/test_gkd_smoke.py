@@ -8,15 +8,16 @@ the generalised JSD, which is non-negative and, between two random near-uniform 
 not `loss > some constant`.
 """
 
-import json
 import math
 
 import pytest
 import torch
 from safetensors.torch import load_file
-
-# cli_runs: the session's subprocess runs (a fixture this module must see).
-from smoke_support import cli_runs, trained  # noqa: F401
+from smoke_support import (
+    cli_runs,  # noqa: F401  (a fixture: the session's subprocess runs)
+    log_history,
+    trained,
+)
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 RECIPE = "annotated_examples/recipes/gkd_tiny.yaml"
@@ -43,7 +44,7 @@ def gkd_run(request):
 
 @pytest.mark.smoke
 def test_gkd_script_logs_divergence(gkd_run):
-    history = json.loads((gkd_run / "trainer_state.json").read_text())["log_history"]
+    history = log_history(gkd_run)
     losses = [row["loss"] for row in history if "loss" in row]
     eval_losses = [row["eval_loss"] for row in history if "eval_loss" in row]
     assert len(losses) == 3 and len(eval_losses) == 3  # steps 2, 4, 6; eval at 0, 3, 6

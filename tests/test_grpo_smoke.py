@@ -5,9 +5,11 @@ Both variants add the tiny reward model to the arithmetic reward (tests/group_sm
 
 import group_smoke
 import pytest
-
-# cli_runs: the session's subprocess runs (a fixture this module must see).
-from smoke_support import assert_saved_model_works, cli_runs, trained  # noqa: F401
+from smoke_support import (
+    assert_saved_model_works,
+    cli_runs,  # noqa: F401  (a fixture: the session's subprocess runs)
+    trained,
+)
 
 # CLI_CASE runs as a subprocess, the other variant in-process (tests/smoke_support.py).
 # Flags override the tiny recipe.

@@ -8,13 +8,15 @@ first: read in order, steps 1-16 see only desirable rows and steps 17-20 only un
 The logs show exactly that.
 """
 
-import json
 import math
 
 import pytest
-
-# cli_runs: the session's subprocess runs (a fixture this module must see).
-from smoke_support import assert_saved_model_works, cli_runs, trained  # noqa: F401
+from smoke_support import (
+    assert_saved_model_works,
+    cli_runs,  # noqa: F401  (a fixture: the session's subprocess runs)
+    log_history,
+    trained,
+)
 
 RECIPE = "annotated_examples/recipes/kto_tiny.yaml"
 BATCH = 16
@@ -57,7 +59,7 @@ def test_kto_script_trains_and_saves(request, tiny, case):
     _, rows_per_epoch, steps = CASES[case]
     out = trained(request, case)
 
-    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    history = log_history(out)
     train_rows = [row for row in history if "loss" in row]
     eval_rows = [row for row in history if "eval_loss" in row]
     assert len(train_rows) == steps // 4

@@ -8,13 +8,14 @@ between completions, so `rewards/probabilities` stays near 0.5; with chat prompt
 completions lose 1.0.
 """
 
-import json
-
 import pytest
 from online_pair_support import assert_finite_logs
-
-# cli_runs: the session's subprocess runs (a fixture this module must see).
-from smoke_support import assert_saved_model_works, cli_runs, trained  # noqa: F401
+from smoke_support import (
+    assert_saved_model_works,
+    cli_runs,  # noqa: F401  (a fixture: the session's subprocess runs)
+    log_history,
+    trained,
+)
 
 RECIPE = "annotated_examples/recipes/nash_md_tiny.yaml"
 BETA = 0.1
@@ -58,7 +59,7 @@ def test_nash_md_script_trains_and_saves(request, tiny, case):
     extra = CASES[case][1]
     out = trained(request, case)
 
-    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    history = log_history(out)
     logs = [row for row in history if "rewards/probabilities" in row]
     assert len(logs) == 2  # max_steps 4, logging_steps 2
     assert_finite_logs(logs, METRICS)

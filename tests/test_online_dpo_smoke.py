@@ -8,13 +8,15 @@ always differ. Measured on the tiny recipe (seed 42, 2 CPU cores, 30 steps): los
 takes about 15 s, mostly imports.
 """
 
-import json
 import math
 
 import pytest
-
-# cli_runs: the session's subprocess runs (a fixture this module must see).
-from smoke_support import assert_saved_model_works, cli_runs, trained  # noqa: F401
+from smoke_support import (
+    assert_saved_model_works,
+    cli_runs,  # noqa: F401  (a fixture: the session's subprocess runs)
+    log_history,
+    trained,
+)
 
 RECIPE = "annotated_examples/recipes/online_dpo_tiny.yaml"
 BETA = 0.1
@@ -54,7 +56,7 @@ def test_online_dpo_script_trains_and_saves(request, tiny, case):
     extra = CASES[case][1]
     out = trained(request, case)
 
-    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    history = log_history(out)
     logs = [row for row in history if "rewards/margins" in row]
     assert len(logs) == 2  # max_steps 4, logging_steps 2
     for row in logs:

@@ -3,13 +3,15 @@ conversational prompts, started ahead by tests/smoke_support.py), trains, logs f
 every update and saves a policy that reloads and generates.
 """
 
-import json
 import math
 
 import pytest
-
-# cli_runs: the session's subprocess runs (a fixture this module must see).
-from smoke_support import assert_saved_model_works, cli_runs, trained  # noqa: F401
+from smoke_support import (
+    assert_saved_model_works,
+    cli_runs,  # noqa: F401  (a fixture: the session's subprocess runs)
+    log_history,
+    trained,
+)
 
 RECIPE = "annotated_examples/recipes/ppo_tiny.yaml"
 UPDATES = 4  # 32 episodes of 8 responses
@@ -33,7 +35,7 @@ def case_args(tiny, case, out):
 def test_ppo_script_trains_and_saves(request, tiny, case):
     out = trained(request, case)
 
-    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    history = log_history(out)
     assert [row["step"] for row in history] == list(range(1, UPDATES + 1))
     assert [row["episode"] for row in history] == [8 * s for s in range(1, UPDATES + 1)]
     for row in history:

@@ -7,15 +7,16 @@ range, and that the saved output reloads as a token classifier that scores every
 solution.
 """
 
-import json
 import math
 
 import pytest
 import torch
 from safetensors.torch import load_file
-
-# cli_runs: the session's subprocess runs (a fixture this module must see).
-from smoke_support import cli_runs, trained  # noqa: F401
+from smoke_support import (
+    cli_runs,  # noqa: F401  (a fixture: the session's subprocess runs)
+    train_and_eval_rows,
+    trained,
+)
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 
 from annotated_trl.trainers.prm import PRMTrainer, step_probabilities
@@ -51,9 +52,7 @@ def test_prm_script_trains_and_saves(request, tiny, case, capsys):
         printed = capsys.readouterr().out
     assert "product" in printed and "min" in printed  # the script scored a solution
 
-    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
-    train_rows = [row for row in history if "loss" in row]
-    eval_rows = [row for row in history if "eval_loss" in row]
+    train_rows, eval_rows = train_and_eval_rows(out)
     assert len(train_rows) == 4 and len(eval_rows) == 2  # logging_steps 5, eval_steps 10
     for row in train_rows:
         assert all(math.isfinite(row[key]) for key in ("loss", "grad_norm", "learning_rate"))

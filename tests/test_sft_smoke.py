@@ -5,13 +5,15 @@ as a subprocess, the others in-process (tests/smoke_support.py). Two-process `ac
 runs are in tests/test_distributed.py.
 """
 
-import json
 import math
 
 import pytest
-
-# cli_runs: the session's subprocess runs (a fixture this module must see).
-from smoke_support import assert_saved_model_works, cli_runs, trained  # noqa: F401
+from smoke_support import (
+    assert_saved_model_works,
+    cli_runs,  # noqa: F401  (a fixture: the session's subprocess runs)
+    log_history,
+    trained,
+)
 
 RECIPE = "annotated_examples/recipes/sft_tiny.yaml"
 
@@ -39,17 +41,13 @@ def case_args(tiny, case, out):
     ]
 
 
-def _log_history(out):
-    return json.loads((out / "trainer_state.json").read_text())["log_history"]
-
-
 @pytest.mark.smoke
 @pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
 def test_sft_script_trains_and_saves(request, tiny, case):
     extra = CASES[case][1]
     out = trained(request, case)
 
-    history = _log_history(out)
+    history = log_history(out)
     train_losses = [row["loss"] for row in history if "loss" in row]
     eval_losses = [row["eval_loss"] for row in history if "eval_loss" in row]
     assert len(train_losses) == 4 and len(eval_losses) == 2  # logging_steps 5, eval_steps 10

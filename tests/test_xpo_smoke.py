@@ -5,14 +5,16 @@ takes 30-60 s, mostly imports and sampling. The DPO term starts at ln 2 (policy 
 with alpha 1e-3 the exploration term is about -0.05 (a sequence log-prob near -47).
 """
 
-import json
 import math
 
 import pytest
 from online_pair_support import assert_finite_logs
-
-# cli_runs: the session's subprocess runs (a fixture this module must see).
-from smoke_support import assert_saved_model_works, cli_runs, trained  # noqa: F401
+from smoke_support import (
+    assert_saved_model_works,
+    cli_runs,  # noqa: F401  (a fixture: the session's subprocess runs)
+    log_history,
+    trained,
+)
 
 RECIPE = "annotated_examples/recipes/xpo_tiny.yaml"
 BETA, ALPHA = 0.1, 1e-3
@@ -53,7 +55,7 @@ def test_xpo_script_trains_and_saves(request, tiny, case):
     extra = CASES[case][1]
     out = trained(request, case)
 
-    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    history = log_history(out)
     logs = [row for row in history if "loss/xpo" in row]
     assert len(logs) == 2  # max_steps 4, logging_steps 2
     assert_finite_logs(logs, METRICS)
