@@ -38,13 +38,12 @@ def test_nash_md_geometric_mixture(coef):
     torch.manual_seed(0)
     policy_logits, reference_logits = torch.randn(2, 5, 11), torch.randn(2, 5, 11)
     mixture = GeometricMixture(
-        policy=lambda ids, mask: policy_logits,
         reference=lambda ids, mask: reference_logits,
         prompt_mask=torch.ones(2, 3, dtype=torch.long),
         coef=coef,
     )
     ids = torch.zeros(2, 5, dtype=torch.long)  # 3 prompt tokens + 2 sampled so far
-    log_mix = mixture(ids, scores=torch.full((2, 11), float("nan")))  # scores are recomputed
+    log_mix = mixture(ids, scores=policy_logits[:, -1])  # generate's logits are the policy's
 
     p, p_ref = policy_logits[:, -1].softmax(-1), reference_logits[:, -1].softmax(-1)
     unnormalised = p ** (1 - coef) * p_ref**coef

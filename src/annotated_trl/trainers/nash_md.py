@@ -57,23 +57,22 @@ class GeometricMixture(LogitsProcessor):
     r"""Turns `generate` into a sampler of $\pi_\text{mix} \propto
     \exp\big((1-\beta_m)\,\text{logits}_\theta + \beta_m\,\text{logits}_\text{ref}\big)$.
 
-    `generate` hands a logits processor the policy's next-token logits, computed with a KV
-    cache and padding-aware positions. We recompute both models' logits from the whole
-    sequence instead, the same call that scores completions in the loss (and that trl 1.12's
-    sampler made), so the sampler's $\pi_\theta$ is exactly the loss's. Temperature, top-k and
-    top-p still apply afterwards: `generate` runs its warpers after custom processors.
+    `generate` hands a logits processor the next-token logits of the model it samples from, the
+    policy. `sample_mixture` runs it without a KV cache, so those logits come from a forward pass
+    over the whole sequence (the pass trl 1.12's sampler made); we use them as $\pi_\theta$'s
+    and run only the reference here. Temperature, top-k and top-p still apply afterwards:
+    `generate` runs its warpers after custom processors.
     """
 
-    def __init__(self, policy: Callable, reference: Callable, prompt_mask: torch.Tensor, coef):
-        self.policy, self.reference = policy, reference
-        self.prompt_mask, self.coef = prompt_mask, coef
+    def __init__(self, reference: Callable, prompt_mask: torch.Tensor, coef):
+        self.reference, self.prompt_mask, self.coef = reference, prompt_mask, coef
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.Tensor:
         # generate extends the attention mask with a 1 for every new token, finished rows too.
         new_tokens = input_ids.shape[1] - self.prompt_mask.shape[1]
         ones = self.prompt_mask.new_ones(input_ids.shape[0], new_tokens)
         attention_mask = torch.cat([self.prompt_mask, ones], dim=1)
-        policy_logits = self.policy(input_ids, attention_mask)[:, -1].float()
+        policy_logits = scores.float()
         reference_logits = self.reference(input_ids, attention_mask)[:, -1].float()
         mixed = (1 - self.coef) * policy_logits + self.coef * reference_logits
         return F.log_softmax(mixed, dim=-1)  # normalised: log pi_mix
@@ -129,19 +128,17 @@ class NashMDTrainer(OnlinePairTrainer):
 
     def sample_mixture(self, model, prompts: dict) -> torch.Tensor:
         """Completions sampled from the geometric mixture of policy and reference."""
-        policy = self.accelerator.unwrap_model(model)
-
-        def policy_logits(input_ids, attention_mask):
-            return policy(input_ids, attention_mask=attention_mask).logits
 
         def reference_logits(input_ids, attention_mask):
             with self.reference(model) as reference:
                 return reference(input_ids, attention_mask=attention_mask).logits
 
-        mixture = GeometricMixture(
-            policy_logits, reference_logits, prompts["attention_mask"], self.mixture_coef
+        mixture = GeometricMixture(reference_logits, prompts["attention_mask"], self.mixture_coef)
+        # No KV cache: generate's own forward of the policy then reads the whole sequence, and
+        # its logits are the mixture's policy term (one policy and one reference pass per token).
+        return self.sample(
+            model, prompts, logits_processor=LogitsProcessorList([mixture]), use_cache=False
         )
-        return self.sample(model, prompts, logits_processor=LogitsProcessorList([mixture]))
 
     @staticmethod
     def preference_probability(scores, opponent_scores) -> torch.Tensor:

@@ -89,7 +89,8 @@ class OnlinePairTrainer(OnlineDPOTrainer):
     def sample(self, model: nn.Module, prompts: dict, **generate_kwargs) -> torch.Tensor:
         """Sampled completion ids (B, T) with everything after the first EOS set to pad.
 
-        `generate_kwargs` reach `generate` (Nash-MD passes its mixture logits processor).
+        `generate_kwargs` reach `generate` (Nash-MD passes its mixture logits processor and
+        `use_cache=False`).
         """
         with unwrap_model_for_generation(
             model, self.accelerator, generation_kwargs=self.generation_kwargs
