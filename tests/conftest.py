@@ -1,5 +1,6 @@
 """Shared test set-up: offline environment and one tiny fixture per session."""
 
+import gc
 import os
 import shutil
 import subprocess
@@ -88,3 +89,11 @@ def run_script(script: str, *args: str, timeout: int = 300) -> subprocess.Comple
 
 
 from docs_support import built_site  # noqa: E402,F401  (docs and browser tests)
+
+
+def pytest_collection_finish(session):
+    """Move everything alive after collection (imported modules, collected tests) out of the
+    garbage collector's reach: every `Trainer.train` ends in a full `gc.collect()` (accelerate's
+    `free_memory`), which would otherwise walk this large heap each time."""
+    gc.collect()
+    gc.freeze()

@@ -8,10 +8,16 @@ new process pays. `trained(request, case)` returns a variant's output folder eit
 
 The subprocess runs start ahead of time: the first smoke test of the session starts background
 threads that launch, in test order, the subprocess run of every smoke module with a selected test.
-A subprocess run is ~6 s, ~5 s of it imports (torch, transformers, trl): sixteen of them are most
+A subprocess run is ~5 s, most of it imports (torch, transformers, trl): sixteen of them are most
 of the smoke budget, so they never wait for the in-process variants. `PREFETCH_WORKERS` of them run
 at a time, beside the test process, which trains the variants meanwhile. Under pytest-xdist each
 worker starts a module's subprocess only when one of its tests asks for it.
+
+Every run, in a subprocess or in-process, gets one torch thread. Three busy processes share the
+two cores of the CI machine, and torch's default of one thread per core then oversubscribes them:
+measured on `pytest -m smoke`, 2 threads each took 124 s and 247 CPU-seconds, 1 thread 74 s and
+145 (before the garbage-collector change in conftest.py). The tiny models gain nothing from a
+second thread.
 """
 
 import json
@@ -38,16 +44,21 @@ PREFETCH_WORKERS = 2
 
 
 def run_in_process(monkeypatch, script: str, *args) -> None:
-    """Run `annotated_examples/<script> *args` in this process, from the repo root, as `__main__`.
+    """Run `annotated_examples/<script> *args` in this process, from the repo root, as `__main__`,
+    with one torch thread (see above).
 
     A script that exits with an error message fails the test with that message."""
     monkeypatch.chdir(REPO)
     monkeypatch.setattr(sys, "argv", [str(SCRIPTS / script), *map(str, args)])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     try:
         runpy.run_path(str(SCRIPTS / script), run_name="__main__")
     except SystemExit as exit_info:
         if exit_info.code not in (None, 0):
             pytest.fail(f"{script} exited with {exit_info.code!r}")
+    finally:
+        torch.set_num_threads(threads)
 
 
 class CliRuns:
@@ -73,7 +84,7 @@ class CliRuns:
         out = self.root / module.__name__ / "out"
         script, *args = module.case_args(self.tiny, module.CLI_CASE, out)
         command = [sys.executable, str(SCRIPTS / script), *map(str, args)]
-        env = {**os.environ, **OFFLINE_ENV}
+        env = {**os.environ, **OFFLINE_ENV, "OMP_NUM_THREADS": "1"}  # one thread (see above)
         with subprocess.Popen(
             command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         ) as process:
