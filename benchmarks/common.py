@@ -13,6 +13,7 @@ without editing the code being measured.
 """
 
 import functools
+import gc
 import json
 import os
 import platform
@@ -96,10 +97,19 @@ def peak_rss_mib() -> float:
 
 
 def serve(run_once) -> None:
-    """Worker loop: `run` -> one measured run, `quit` -> peak RSS, each as one protocol line."""
+    """Worker loop: `run` -> one measured run, `quit` -> peak RSS, each as one protocol line.
+
+    Before each run, everything alive (imports, earlier runs' leftovers) is frozen out of the
+    garbage collector's reach: `Trainer.train` ends in a full `gc.collect()` (accelerate's
+    `free_memory`), whose cost grows with the heap, not with the training, and which took ~60%
+    of a 4-step `train()`. Frozen, it costs both sides of a comparison the same: only what the
+    run itself made.
+    """
     for line in sys.stdin:
         command = line.strip()
         if command == "run":
+            gc.collect()
+            gc.freeze()
             reply = run_once()
         elif command == "quit":
             reply = {"peak_rss_mib": peak_rss_mib()}
@@ -163,6 +173,7 @@ def compare(a: Worker, b: Worker, reps: int) -> dict:
             "steps": steps.pop(),
             "seconds": seconds,
             "median_s": statistics.median(seconds),
+            "work": runs[worker.name][-1].get("work"),  # what a worker counts besides time
             "peak_rss_mib": worker.close(),
         }
     result["ratio"] = result[a.name]["median_s"] / result[b.name]["median_s"]
