@@ -91,6 +91,42 @@ class TrainTimer:
         return self.runs[-1]
 
 
+def count_model_work() -> dict:
+    """Counts the Qwen2 forward passes (policy, reference, reward and value models alike) and the
+    tokens they read: the work of a step, which, unlike its time, does not move with the load."""
+    from transformers.models.qwen2.modeling_qwen2 import Qwen2Model
+
+    counts = {"forwards": 0, "tokens": 0}
+    forward = Qwen2Model.forward
+
+    def counted_forward(model, input_ids=None, *args, **kwargs):
+        shape = input_ids.shape if input_ids is not None else kwargs["inputs_embeds"].shape[:2]
+        counts["forwards"] += 1
+        counts["tokens"] += shape[0] * shape[1]
+        return forward(model, input_ids, *args, **kwargs)
+
+    Qwen2Model.forward = counted_forward
+    return counts
+
+
+def counted_timer() -> tuple[dict, TrainTimer]:
+    """A TrainTimer and model-work counts that restart with each `train()`."""
+    counts = count_model_work()
+    return counts, TrainTimer(on_start=lambda trainer: counts.update(forwards=0, tokens=0))
+
+
+def per_step(counts: dict, run: dict) -> dict:
+    return {name: count / run["steps"] for name, count in counts.items()}
+
+
+def work_cells(a: dict, b: dict) -> list[str]:
+    """Table cells `a / b` for model forwards and tokens per step (runs from before the count
+    existed have none)."""
+    if not (a.get("work") and b.get("work")):
+        return ["not counted", "not counted"]
+    return [f"{a['work'][name]:.0f} / {b['work'][name]:.0f}" for name in ("forwards", "tokens")]
+
+
 def peak_rss_mib() -> float:
     """This process's peak resident set size (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

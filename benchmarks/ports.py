@@ -24,13 +24,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     REPO,
     RESULTS,
-    TrainTimer,
     Worker,
     compare,
+    counted_timer,
     machine,
+    per_step,
     rerender,
     serve,
     spread,
+    work_cells,
     write_results,
 )  # noqa: E402
 
@@ -54,27 +56,8 @@ def takes_tiny(key: str) -> bool:
     return any('"--tiny"' in path.read_text() for path in used)
 
 
-def count_model_work() -> dict:
-    """Counts the Qwen2 forward passes (policy, reference, reward and value models alike) and the
-    tokens they read: the work of a step, which, unlike its time, does not move with the load."""
-    from transformers.models.qwen2.modeling_qwen2 import Qwen2Model
-
-    counts = {"forwards": 0, "tokens": 0}
-    forward = Qwen2Model.forward
-
-    def counted_forward(model, input_ids=None, *args, **kwargs):
-        shape = input_ids.shape if input_ids is not None else kwargs["inputs_embeds"].shape[:2]
-        counts["forwards"] += 1
-        counts["tokens"] += shape[0] * shape[1]
-        return forward(model, input_ids, *args, **kwargs)
-
-    Qwen2Model.forward = counted_forward
-    return counts
-
-
 def worker(key: str, impl: str, fixture: Path | None, work: Path) -> None:
-    counts = count_model_work()
-    timer = TrainTimer(on_start=lambda trainer: counts.update(forwards=0, tokens=0))
+    counts, timer = counted_timer()
     sys.path.insert(0, str(SCENARIOS))  # as `python scenario.py` would, for its helpers
     runs = iter(range(1_000_000))
 
@@ -86,8 +69,7 @@ def worker(key: str, impl: str, fixture: Path | None, work: Path) -> None:
         sys.argv += SCENARIO_ARGS.get(key, [])
         runpy.run_path(sys.argv[0], run_name="__main__")
         run = timer.last()
-        per_step = {name: count / run["steps"] for name, count in counts.items()}
-        return {**run, "seconds": run["seconds"] / run["steps"], "work": per_step}
+        return {**run, "seconds": run["seconds"] / run["steps"], "work": per_step(counts, run)}
 
     serve(run_once)
 
@@ -154,12 +136,7 @@ def table(results: dict) -> str:
     ]
     for key, row in results["ports"].items():
         ours, original = row["ours"], row["original"]
-        work = [
-            f"{ours['work'][name]:.0f} / {original['work'][name]:.0f}"
-            if ours.get("work")
-            else "not counted"
-            for name in ("forwards", "tokens")
-        ]
+        work = work_cells(ours, original)
         lines.append(
             f"| {key} | {ours['trainer']} | {ours['steps']} | {spread(ours)} "
             f"| {spread(original)} | {row['ratio']:.3f} | {work[0]} | {work[1]} "

@@ -32,13 +32,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     REPO,
     RESULTS,
-    TrainTimer,
     Worker,
     compare,
+    counted_timer,
     machine,
+    per_step,
     rerender,
     serve,
     spread,
+    work_cells,
     write_results,
 )  # noqa: E402
 
@@ -147,7 +149,7 @@ def import_object(dotted: str):
 
 
 def script_worker(key: str, changes: dict, out: Path) -> None:
-    timer = TrainTimer()
+    counts, timer = counted_timer()
     script = EXAMPLES / f"{key}_training.py"
     runs = iter(range(1_000_000))
 
@@ -156,7 +158,7 @@ def script_worker(key: str, changes: dict, out: Path) -> None:
         flags = as_flags({**changes, "output_dir": output_dir})
         sys.argv = [str(script), "--config", str(RECIPES / f"{key}_tiny.yaml"), *flags]
         runpy.run_path(str(script), run_name="__main__")
-        return timer.last()
+        return {**timer.last(), "work": per_step(counts, timer.last())}
 
     serve(run_once)
 
@@ -167,7 +169,7 @@ def bare_worker(key: str, changes: dict, out: Path) -> None:
 
     recipe = {**yaml.safe_load((RECIPES / f"{key}_tiny.yaml").read_text()), **changes}
 
-    timer = TrainTimer()
+    counts, timer = counted_timer()
     spec = BARE[key]
     trainer_class, config_class = import_object(spec.trainer), import_object(spec.config)
     names = {field.name for field in fields(config_class)}
@@ -199,7 +201,7 @@ def bare_worker(key: str, changes: dict, out: Path) -> None:
             kwargs.update(INPUTS[spec.inputs](recipe, tokenizer, kwargs["train_dataset"]))
         trainer = trainer_class(**kwargs)
         trainer.train()
-        return timer.last()
+        return {**timer.last(), "work": per_step(counts, timer.last())}
 
     serve(run_once)
 
@@ -261,21 +263,25 @@ def main() -> None:
 def table(results: dict) -> str:
     lines = [
         f"{results['reps']} timed runs per side after a warm-up, {results['steps']} steps each; "
-        "median `trainer.train()` time. Goal: script / bare ≤ 1.03.\n",
+        "median `trainer.train()` time. Goal: script / bare ≤ 1.03. Model forwards per step: "
+        "Qwen2 forward passes of every model (policy, reference, teacher, reward, value) and the "
+        "tokens they read, counted, script / bare.\n",
         "| Script | Trainer | script s (range) | bare s (range) | script / bare "
-        "| peak RSS script MiB | peak RSS bare MiB |",
-        "|---|---|---|---|---|---|---|",
+        "| model forwards per step | tokens per step | peak RSS script MiB | peak RSS bare MiB |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for key, row in results["scripts"].items():
         script, bare = row["script"], row["bare"]
+        forwards, tokens = work_cells(script, bare)
         lines.append(
             f"| {key} | {script['trainer']} | {spread(script)} | {spread(bare)} "
-            f"| {row['ratio']:.3f} | {script['peak_rss_mib']:.0f} | {bare['peak_rss_mib']:.0f} |"
+            f"| {row['ratio']:.3f} | {forwards} | {tokens} "
+            f"| {script['peak_rss_mib']:.0f} | {bare['peak_rss_mib']:.0f} |"
         )
     for key in results["missing_bare_builder"]:
-        lines.append(f"| {key} | — | — | — | no bare builder yet | — | — |")
+        lines.append(f"| {key} | — | — | — | no bare builder yet | — | — | — | — |")
     for key in results["unfinished"]:
-        lines.append(f"| {key} | — | — | — | not measured in this run | — | — |")
+        lines.append(f"| {key} | — | — | — | not measured in this run | — | — | — | — |")
     return "\n".join(lines) + "\n"
 
 
