@@ -57,3 +57,5 @@ bench: setup
 	$(BIN)/python benchmarks/scripts.py
 	$(BIN)/python benchmarks/ports.py
 	$(BIN)/python benchmarks/docs_build.py
+	$(BIN)/python benchmarks/suite.py -m smoke --reps 3
+	$(BIN)/python benchmarks/suite.py
