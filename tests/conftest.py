@@ -41,6 +41,15 @@ OFFLINE_ENV = {
 }
 os.environ.update(OFFLINE_ENV)
 
+# Two DDP processes on CPU, as the site's distributed page launches them: `--multi_gpu` with
+# ACCELERATE_USE_CPU=true (`--cpu` would silently start one process), one torch thread each.
+TWO_CPU_PROCESSES = [
+    *[sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu"],
+    *["--num_processes", "2", "--num_machines", "1"],
+    *["--mixed_precision", "no", "--dynamo_backend", "no"],
+]
+CPU_LAUNCH_ENV = {"ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+
 
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory) -> SimpleNamespace:

@@ -2,11 +2,15 @@
 
     accelerate launch ... tests/ddp_probe.py OUT_DIR annotated_examples/sft_training.py --config ...
 
-The script runs through `runpy` exactly as `python script.py ...` would. Two probes are added
-from outside: the first micro-batch this rank trained on is fingerprinted (the ranks must see
-different data), and after training the rank writes `OUT_DIR/rank<k>.json` with the world size
-and a fingerprint of every parameter (the ranks must end with identical weights: their gradients
-were averaged).
+The script runs through `runpy` exactly as `python script.py ...` would. Three probes watch it
+from outside, the same for every trainer (TRL's, and our ports with their own training loops):
+- the first batch this rank's prepared data loader yields is fingerprinted (the ranks must see
+  different data);
+- the parameters the optimiser holds are summed just before its first step, and again at the end
+  (training must move them);
+- after training, every parameter of the model is fingerprinted (the ranks must end with
+  identical weights: their gradients were averaged).
+The rank writes all of it to `OUT_DIR/rank<k>.json`.
 """
 
 import hashlib
@@ -16,10 +20,12 @@ import sys
 from pathlib import Path
 
 import torch
-import transformers
+from accelerate.data_loader import DataLoaderShard
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 out_dir, script, *script_args = sys.argv[1:]
 first_batch: list[str] = []
+sums_before_first_step: list[float] = []
 
 
 def fingerprint(obj) -> str:
@@ -35,28 +41,40 @@ def fingerprint(obj) -> str:
     return hashlib.sha256(json.dumps(plain(obj), default=repr).encode()).hexdigest()
 
 
-original_training_step = transformers.Trainer.training_step
+def optimised_sums(optimizer) -> list[float]:
+    return [p.detach().float().sum().item() for g in optimizer.param_groups for p in g["params"]]
 
 
-def recording_training_step(self, model, inputs, *args, **kwargs):
-    if not first_batch:
-        first_batch.append(fingerprint(inputs))
-    return original_training_step(self, model, inputs, *args, **kwargs)
+original_iter = DataLoaderShard.__iter__
 
 
-transformers.Trainer.training_step = recording_training_step
+def recording_iter(self):
+    for batch in original_iter(self):
+        if not first_batch:
+            first_batch.append(fingerprint(batch))
+        yield batch
+
+
+def snapshot_before_first_step(optimizer, args, kwargs):
+    if not sums_before_first_step:
+        sums_before_first_step.extend(optimised_sums(optimizer))
+
+
+DataLoaderShard.__iter__ = recording_iter
+register_optimizer_step_pre_hook(snapshot_before_first_step)
 
 sys.argv = [script, *script_args]
 trainer = runpy.run_path(script, run_name="__main__")["trainer"]
 
 model = trainer.accelerator.unwrap_model(trainer.model)
-weights = {name: p.detach().float().sum().item() for name, p in model.named_parameters()}
+sums_after = optimised_sums(trainer.optimizer)
 report = {
     "rank": trainer.accelerator.process_index,
     "world_size": trainer.accelerator.num_processes,
     "steps": trainer.state.global_step,
     "first_batch": first_batch[0] if first_batch else None,
     "weights": fingerprint({n: p.detach() for n, p in model.named_parameters()}),
-    "weight_sums": weights,
+    "optimised": len(sums_after),
+    "moved": sum(a != b for a, b in zip(sums_before_first_step, sums_after, strict=True)),
 }
 Path(out_dir, f"rank{report['rank']}.json").write_text(json.dumps(report))

@@ -10,6 +10,10 @@ Each run is a fresh subprocess. For "original" the pure-Python trl 1.12.0 wheel 
 `make setup` in .oracle/trl-1.12 goes first on PYTHONPATH, so `import trl` finds it instead of
 the pinned 1.16; everything else (torch, transformers, the fixture) is shared. A scenario writes
 its `trainer.state.log_history` as JSON; `assert_same_logs` compares every logged number.
+
+With `processes=2` both runs are `accelerate launch`ed as two DDP processes on CPU instead, and
+every process writes its own log (`rank_log`): the distributed code paths (gathers, per-process
+seeds and shards) are compared too.
 """
 
 import json
@@ -19,7 +23,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import OFFLINE_ENV, REPO
+from conftest import CPU_LAUNCH_ENV, OFFLINE_ENV, REPO, TWO_CPU_PROCESSES
 
 ORACLE = REPO / ".oracle" / "trl-1.12"
 SCENARIOS = REPO / "tests" / "parity_scenarios"
@@ -36,17 +40,21 @@ def oracle_trl() -> Path:
     return ORACLE
 
 
-def run_scenario(key: str, impl: str, out_dir: Path, *args, timeout: int = 600) -> list[dict]:
-    """Run tests/parity_scenarios/<key>.py with `impl` ("original" or "ours"); its log_history."""
-    assert impl in ("original", "ours")
-    env = {**os.environ, **OFFLINE_ENV}
+def run_scenario(
+    key: str, impl: str, out_dir: Path, *args, processes: int = 1, timeout: int = 600
+) -> list[dict]:
+    """Run tests/parity_scenarios/<key>.py with `impl` ("original" or "ours"); its log_history
+    (process 0's, with `processes=2`)."""
+    assert impl in ("original", "ours") and processes in (1, 2)
+    env = {**os.environ, **OFFLINE_ENV, **(CPU_LAUNCH_ENV if processes == 2 else {})}
     env.pop("PYTHONPATH", None)
     if impl == "original":
         env["PYTHONPATH"] = str(oracle_trl())
     out_dir.mkdir(parents=True, exist_ok=True)
     log_file = out_dir / f"{impl}.json"
+    python = TWO_CPU_PROCESSES if processes == 2 else [sys.executable]
     result = subprocess.run(
-        [sys.executable, str(SCENARIOS / f"{key}.py"), "--impl", impl, "--out", str(log_file)]
+        [*python, str(SCENARIOS / f"{key}.py"), "--impl", impl, "--out", str(log_file)]
         + [str(a) for a in args],
         cwd=out_dir,
         env=env,
@@ -56,6 +64,13 @@ def run_scenario(key: str, impl: str, out_dir: Path, *args, timeout: int = 600) 
     )
     assert result.returncode == 0, f"{key} ({impl}) failed:\n{result.stderr[-4000:]}"
     return json.loads(log_file.read_text())
+
+
+def rank_log(out_dir: Path, impl: str, rank: int) -> list[dict]:
+    """The log_history process `rank` wrote in a `processes=2` run (per_process.write_json)."""
+    return json.loads(
+        (out_dir / (f"{impl}.json" if rank == 0 else f"{impl}.rank{rank}.json")).read_text()
+    )
 
 
 def assert_same_logs(

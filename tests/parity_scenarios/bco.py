@@ -17,7 +17,6 @@ both runs fit the same classifier on the same sampled prompts.
 """
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
@@ -39,6 +38,7 @@ else:
 
 import datasets  # noqa: E402
 import torch  # noqa: E402
+from per_process import write_json  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 from annotated_trl.fixtures import build_all  # noqa: E402
@@ -91,4 +91,4 @@ trainer = BCOTrainer(
     **udm,
 )
 trainer.train()
-cli.out.write_text(json.dumps(trainer.state.log_history, indent=1))
+write_json(cli.out, trainer.state.log_history)

@@ -5,11 +5,11 @@ the method's own settings; everything else (model objects, data, seed, config) i
 """
 
 import argparse
-import json
 from pathlib import Path
 
 import datasets
 import torch
+from per_process import write_json
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 
@@ -64,4 +64,4 @@ def run(args, config_class, trainer_class, **method_config) -> None:
         processing_class=tokenizer,
     )
     trainer.train()
-    args.out.write_text(json.dumps(trainer.state.log_history, indent=1))
+    write_json(args.out, trainer.state.log_history)

@@ -12,7 +12,6 @@ instances: the value model trains, the reward model does not). Three PPO updates
 """
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
@@ -33,6 +32,7 @@ else:
 
 import datasets  # noqa: E402
 import torch  # noqa: E402
+from per_process import write_json  # noqa: E402
 from transformers import (  # noqa: E402
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
@@ -107,4 +107,4 @@ trainer = PPOTrainer(
     eval_dataset=dataset["test"],
 )
 trainer.train()
-cli.out.write_text(json.dumps(trainer.state.log_history, indent=1))
+write_json(cli.out, trainer.state.log_history)

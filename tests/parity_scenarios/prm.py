@@ -19,7 +19,6 @@ Besides `--out` (the log history), the run writes two files next to it, for the 
 
 import argparse
 import dataclasses
-import json
 import tempfile
 from pathlib import Path
 
@@ -36,6 +35,7 @@ else:
     from annotated_trl.trainers.prm import PRMConfig, PRMTrainer
 
 import datasets  # noqa: E402
+from per_process import write_json  # noqa: E402
 from transformers import AutoModelForTokenClassification, AutoTokenizer  # noqa: E402
 
 from annotated_trl.fixtures import build_all  # noqa: E402
@@ -76,7 +76,7 @@ tokens = {
     **tokenized("separator", tokenizer, step_separator=" ки\n\n"),
     **tokenized("bos", with_bos),
 }
-cli.out.with_suffix(".tokens.json").write_text(json.dumps(tokens))
+write_json(cli.out.with_suffix(".tokens.json"), tokens)
 
 default_config = PRMConfig(output_dir="prm-defaults", use_cpu=True)  # bf16 needs it on CPU
 prm_fields = ("max_length", "max_completion_length", "disable_dropout", "step_separator")
@@ -84,7 +84,7 @@ prm_fields += ("train_on_last_step_only", "dataset_num_proc", "learning_rate", "
 prm_fields += ("gradient_checkpointing", "bf16")
 declared = {f.name: f.default for f in dataclasses.fields(PRMConfig) if f.name in prm_fields}
 config = {"after_post_init": default_config.to_dict(), "declared": declared}
-cli.out.with_suffix(".config.json").write_text(json.dumps(config, default=str))
+write_json(cli.out.with_suffix(".config.json"), config)
 
 args = PRMConfig(
     output_dir=str(cli.out.parent / f"run-{cli.impl}"),
@@ -111,4 +111,4 @@ trainer = PRMTrainer(
     processing_class=tokenizer,
 )
 trainer.train()
-cli.out.write_text(json.dumps(trainer.state.log_history))
+write_json(cli.out, trainer.state.log_history)

@@ -490,6 +490,9 @@ class PPOTrainer(Trainer):
         self.is_deepspeed_enabled = getattr(state, "deepspeed_plugin", None) is not None
         self.is_fsdp_enabled = getattr(state, "fsdp_plugin", None) is not None
         self.hub_model_id = None
+        # Read by Trainer._save on every process; Trainer.__init__ would set it (False unless the
+        # model was sharded by from_pretrained). Without it `accelerate launch` fails at saving.
+        self.is_distributed_loading_by_transformers = False
         if args.push_to_hub:
             self.init_hf_repo()
         if args.should_save:
