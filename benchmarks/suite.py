@@ -9,6 +9,14 @@ marker times add up to the wall time only roughly.
 
     .venv/bin/python benchmarks/suite.py                     # the whole suite, once (~16 min)
     .venv/bin/python benchmarks/suite.py -m smoke --reps 3   # one selection: the smoke budget
+    .venv/bin/python benchmarks/suite.py --import-floor -m smoke --reps 3  # and its floor
+
+Every run also reports the CPU time it used (pytest and every process it started), so the wall
+time can be read against the cores: a run that keeps both cores of the CI machine busy cannot
+get faster by running more at once. `--import-floor` measures what the smoke tests cannot avoid:
+each example script started once in a fresh process with `--help` (it imports all it imports,
+prints its help and exits), one at a time. The smoke tests start every script once that way, so
+the sum of those CPU seconds, over the cores, is a lower bound on their wall time.
 
 Each selection is stored under its pytest arguments ("all" without any) in
 `benchmarks/results/suite.json`, beside the selections measured before; `suite.md` shows them all.
@@ -17,6 +25,7 @@ Each selection is stored under its pytest arguments ("all" without any) in
 import argparse
 import json
 import os
+import resource
 import shlex
 import statistics
 import subprocess
@@ -78,13 +87,39 @@ def run_suite(selection: list[str]) -> dict:
     env["PYTHONPATH"] = os.pathsep.join(
         filter(None, [str(Path(__file__).parent), env.get("PYTHONPATH")])
     )
-    start = time.perf_counter()
+    start, cpu_before = time.perf_counter(), children_cpu_s()
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, children_cpu_s() - cpu_before
     tests = [json.loads(line) for line in records.read_text().splitlines()]
     records.unlink()
     summary = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
-    return {"wall_s": wall, "exit_code": done.returncode, "summary": summary, "tests": tests}
+    return {
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "exit_code": done.returncode,
+        "summary": summary,
+        "tests": tests,
+    }
+
+
+def children_cpu_s() -> float:
+    """User + system CPU seconds of every finished process this one has waited for, and theirs."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def import_floor() -> dict:
+    """CPU seconds of `python <script> --help` for every example script, one fresh process each."""
+    env = {**os.environ, **OFFLINE_ENV, "OMP_NUM_THREADS": "1"}  # as the smoke tests run them
+    scripts = {}
+    for script in sorted((REPO / "annotated_examples").glob("*_training.py")):
+        before = children_cpu_s()
+        done = subprocess.run([sys.executable, str(script), "--help"], env=env, capture_output=True)
+        if done.returncode != 0:
+            sys.exit(f"{script.name} --help failed: {done.stderr.decode()[-500:]}")
+        scripts[script.name] = children_cpu_s() - before
+        print(f"{script.name} --help: {scripts[script.name]:.2f} CPU-s")
+    return {"scripts": scripts, "total_cpu_s": sum(scripts.values()), "cores": os.cpu_count()}
 
 
 def split_by_marker(tests: list[dict]) -> dict:
@@ -102,7 +137,10 @@ def measure(selection: list[str], reps: int) -> dict:
     runs = []
     for rep in range(reps):
         run = run_suite(selection)
-        print(f"run {rep + 1}: {run['wall_s']:.1f} s, exit {run['exit_code']}: {run['summary']}")
+        print(
+            f"run {rep + 1}: {run['wall_s']:.1f} s, {run['cpu_s']:.0f} CPU-s, "
+            f"exit {run['exit_code']}: {run['summary']}"
+        )
         if run["exit_code"] != 0:
             sys.exit(f"the test run failed (exit {run['exit_code']}): {run['summary']}")
         runs.append(run)
@@ -111,6 +149,7 @@ def measure(selection: list[str], reps: int) -> dict:
     return {
         "wall_s": [run["wall_s"] for run in runs],
         "median_wall_s": statistics.median(run["wall_s"] for run in runs),
+        "cpu_s": [run["cpu_s"] for run in runs],
         "summary": median_run["summary"],
         "by_marker": split_by_marker(median_run["tests"]),
         "slowest": [{"test": t["test"], "seconds": t["seconds"]} for t in slowest],
@@ -119,12 +158,17 @@ def measure(selection: list[str], reps: int) -> dict:
 
 def table(results: dict) -> str:
     parts = []
+    cores = results["machine"]["cores"]
     for selection, measured in results["selections"].items():
         walls = ", ".join(f"{wall:.0f}" for wall in measured["wall_s"])
+        cpus = ", ".join(f"{cpu:.0f}" for cpu in measured["cpu_s"])
+        pairs = zip(measured["cpu_s"], measured["wall_s"], strict=True)
+        busy = statistics.mean(cpu / wall for cpu, wall in pairs)
         parts.append(
             f"**`pytest{'' if selection == 'all' else ' ' + selection}`**: "
             f"{measured['median_wall_s']:.0f} s wall (median of {len(measured['wall_s'])}: "
-            f"{walls} s); {measured['summary']}, measured {measured['measured_at']}.\n"
+            f"{walls} s; {cpus} CPU-s, i.e. {busy:.2f} of {cores} cores busy on average); "
+            f"{measured['summary']}, measured {measured['measured_at']}.\n"
         )
         rows = sorted(measured["by_marker"].items(), key=lambda item: -item[1]["seconds"])
         lines = ["| Marker | tests | seconds in those tests |", "|---|---|---|"]
@@ -132,6 +176,18 @@ def table(results: dict) -> str:
         lines += ["", "| Slowest tests | seconds |", "|---|---|"]
         lines += [f"| `{t['test']}` | {t['seconds']:.1f} |" for t in measured["slowest"]]
         parts.append("\n".join(lines) + "\n")
+    if "import_floor" in results:
+        floor = results["import_floor"]
+        costs = floor["scripts"].values()
+        parts.append(
+            f"**Floor of the smoke tests**, measured {floor['measured_at']}: starting each of the "
+            f"{len(floor['scripts'])} example scripts in a fresh process (`--help`: its imports, "
+            f"nothing else) costs {min(costs):.1f}–{max(costs):.1f} CPU-s, "
+            f"{floor['total_cpu_s']:.0f} CPU-s in all. The smoke tests start every script once "
+            f"that way, so on {floor['cores']} cores they cannot finish in less than "
+            f"{floor['total_cpu_s'] / floor['cores']:.0f} s, before any training and before "
+            "pytest's own work.\n"
+        )
     return "\n".join(parts)
 
 
@@ -142,6 +198,9 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=1, help="test runs; the median is kept")
     parser.add_argument("--note", default="", help="a sentence stored with the results")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
+    parser.add_argument(
+        "--import-floor", action="store_true", help="also measure every script's import cost"
+    )
     args = parser.parse_args()
 
     path = args.out / f"{NAME}.json"
@@ -149,6 +208,9 @@ def main() -> None:
     results["machine"] = machine()
     results["note"] = args.note
     selection = [*(["-m", args.marker_expression] if args.marker_expression else []), *args.tests]
+    if args.import_floor:
+        results["import_floor"] = import_floor()
+        results["import_floor"]["measured_at"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     measured = measure(selection, args.reps)
     measured["measured_at"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     measured["load_average_1min_at_end"] = os.getloadavg()[0]

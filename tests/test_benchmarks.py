@@ -103,4 +103,6 @@ def test_benchmarks_suite_times_tests_by_marker(tmp_path):
     assert set(measured["by_marker"]) == {"math", "(no marker)"}
     total = sum(entry["seconds"] for entry in measured["by_marker"].values())
     assert 0 < total <= measured["median_wall_s"]
+    # The CPU time of pytest and its children: some, and no more than the cores allow.
+    assert 0 < measured["cpu_s"][0] <= measured["wall_s"][0] * os.cpu_count()
     assert "| math |" in (tmp_path / "suite.md").read_text()
