@@ -85,6 +85,14 @@ try:
     check_output_dir(training_args.output_dir)
 except OutputDirError as error:
     sys.exit(f"error: {error}")
+# PPO's loop is its own, and, like trl 1.12's, it has no code to restore a checkpoint's optimiser,
+# value model and place in the prompt stream. Refuse, rather than quietly start again at step 0.
+if training_args.resume_from_checkpoint:
+    sys.exit(
+        f"error: --resume_from_checkpoint {training_args.resume_from_checkpoint}: PPO cannot "
+        "resume a run (trl 1.12's PPOTrainer could not either); its checkpoints hold the policy "
+        "for evaluation. Start a new run without the flag"
+    )
 
 # ## 2. Tokenizer
 #

@@ -1,5 +1,6 @@
-"""PPO bad input: prompt-only data that PPO cannot use is refused with one line naming the file
-and the problem, before any model is loaded and before anything is written to --output_dir.
+"""PPO bad input: prompt-only data that PPO cannot use, a pad token equal to EOS, or a request to
+resume is refused with one line naming the file (or flag) and the problem, before any model is
+loaded and before anything is written to --output_dir.
 
 Each case runs the real script in-process (`runpy`, the same code path as `python script.py`,
 see tests/bad_input.py); the last one runs as a true subprocess to check what a user sees.
@@ -101,6 +102,24 @@ def test_ppo_refuses_a_pad_token_equal_to_eos(tiny, tmp_path, monkeypatch):
         *["--dataset_name", tiny.data / "prompt_only", "--output_dir", out],
     )
     assert "pad token must exist and differ from its EOS token" in message
+    assert not out.exists()
+
+
+@pytest.mark.badinput
+def test_ppo_refuses_to_resume_rather_than_restart_silently(tiny, tmp_path, monkeypatch):
+    """PPO cannot resume; without the check it trained again from step 0 (measured under
+    `accelerate launch`: the resumed run logged steps 1 and 2, episodes 16 and 32)."""
+    checkpoint, out = tmp_path / "run" / "checkpoint-1", tmp_path / "out"
+    checkpoint.mkdir(parents=True)
+    message = refusal(
+        monkeypatch,
+        SCRIPT,
+        RECIPE,
+        *["--model_name_or_path", tiny.policy, "--reward_model_path", tiny.reward],
+        *["--dataset_name", tiny.data / "prompt_only", "--output_dir", out],
+        *["--resume_from_checkpoint", checkpoint],
+    )
+    assert f"--resume_from_checkpoint {checkpoint}: PPO cannot resume a run" in message
     assert not out.exists()
 
 
