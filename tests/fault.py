@@ -137,8 +137,12 @@ def assert_identical(
         if "train_loss" in expected:
             losses = [e["loss"] for e in full.log if "loss" in e]
             after = [e["loss"] for e in full.log if "loss" in e and e["step"] > resumed_at]
-            assert abs(expected["train_loss"] - sum(losses) / len(losses)) <= 1e-6
-            assert abs(got["train_loss"] - sum(after) / len(after)) <= 1e-6
+            # OnlineDPOTrainer (and Nash-MD and XPO, built on it) logs each loss rounded to 4
+            # decimals; a mean of such values is within half a unit of the 4th of the exact one.
+            rounded = all(loss == round(loss, 4) for loss in losses)
+            tolerance = 5e-5 if rounded else 1e-6
+            assert abs(expected["train_loss"] - sum(losses) / len(losses)) <= tolerance
+            assert abs(got["train_loss"] - sum(after) / len(after)) <= tolerance
             got = {**got, "train_loss": expected["train_loss"]}
         differing = {k: (expected.get(k), got.get(k)) for k in expected | got}
         differing = {k: v for k, v in differing.items() if v[0] != v[1]}
