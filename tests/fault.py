@@ -104,9 +104,9 @@ def kill_and_resume(
     return _read(full), _read(killed)
 
 
-# TRL 1.16 counts `num_tokens` for SFT, DPO, KTO, Reward and Distillation in a trainer attribute
+# TRL 1.16 counts `num_tokens` for SFT, DPO, KTO and Reward in a trainer attribute
 # (`_total_train_tokens`) that no checkpoint saves, so after a resume it counts from zero again
-# (measured here). GRPO and RLOO log the checkpointed `state.num_input_tokens_seen` instead.
+# (measured here). GRPO, RLOO and Distillation log the checkpointed `state.num_input_tokens_seen`.
 TRL_COUNTER_NOT_CHECKPOINTED = ("num_tokens",)
 
 

@@ -1,0 +1,12 @@
+"""Online DPO kill-and-resume: a run SIGKILLed after a checkpoint and resumed with
+`--resume_from_checkpoint` logs the same metrics at every step and ends with the same weights as
+an uninterrupted run, exactly (CPU, fixed seed). The harness is tests/fault.py."""
+
+import pytest
+from fault import assert_identical, kill_and_resume
+
+
+@pytest.mark.fault
+def test_online_dpo_resume_after_sigkill_is_exact(tiny, tmp_path):
+    full, resumed = kill_and_resume("online_dpo", tiny.root, tmp_path, max_steps=4, save_steps=2)
+    assert_identical("online_dpo", full, resumed, resumed_at=2)
