@@ -7,7 +7,7 @@ The smoke tests start their subprocess runs ahead in background threads (tests/s
 so a smoke test's time is its own in-process work plus any wait for its subprocess, and the
 marker times add up to the wall time only roughly.
 
-    .venv/bin/python benchmarks/suite.py                     # the whole suite, once (~16 min)
+    .venv/bin/python benchmarks/suite.py                     # the whole suite, once (~24 min)
     .venv/bin/python benchmarks/suite.py -m smoke --reps 3   # one selection: the smoke budget
     .venv/bin/python benchmarks/suite.py --import-floor -m smoke --reps 3  # and its floor
 
