@@ -158,9 +158,10 @@ def test_distributed_cpu_flag_silently_starts_one_process(tmp_path):
 # One parity scenario per port (tests/parity_scenarios), chosen to reach the code that runs
 # differently across processes: scores gathered from every process, and sampling from each
 # process's own prompts (PPO, Nash-MD, XPO); whitening of each process's rewards and advantages,
-# with truncation at EOS (PPO); the UDM classifier fitted on prompt embeddings gathered from every
-# process, and δ's running mean fed with every process's rewards (BCO); PRM's tokenisation on each
-# process, under Trainer's DDP loop. Tolerances as in each port's single-process parity test.
+# with truncation at EOS (PPO); the UDM classifier, which 1.12 fits on prompt embeddings gathered
+# from every process and ours on embeddings each process computes for the whole sample, and δ's
+# running mean fed with every process's rewards (BCO); PRM's tokenisation on each process, under
+# Trainer's DDP loop. Tolerances as in each port's single-process parity test.
 BCO_UDM = ["--udm", "--min_density_ratio", 0.9, "--max_density_ratio", 1.1]
 ONLINE = ["--tiny", "{tiny}", "--missing_eos_penalty", 1.0]
 PORT_RUNS = {  # port: (scenario flags, rel, abs, keys not compared)
