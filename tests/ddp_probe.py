@@ -6,8 +6,8 @@ The script runs through `runpy` exactly as `python script.py ...` would. Three p
 from outside, the same for every trainer (TRL's, and our ports with their own training loops):
 - the first batch this rank's prepared data loader yields is fingerprinted (the ranks must see
   different data);
-- the parameters the optimiser holds are summed just before its first step, and again at the end
-  (training must move them);
+- the parameters the optimiser holds are copied just before its first step and compared with
+  their values at the end (training must move them);
 - after training, every parameter of the model is fingerprinted (the ranks must end with
   identical weights: their gradients were averaged).
 The rank writes all of it to `OUT_DIR/rank<k>.json`.
@@ -25,7 +25,7 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 out_dir, script, *script_args = sys.argv[1:]
 first_batch: list[str] = []
-sums_before_first_step: list[float] = []
+before_first_step: list[torch.Tensor] = []
 
 
 def fingerprint(obj) -> str:
@@ -41,8 +41,8 @@ def fingerprint(obj) -> str:
     return hashlib.sha256(json.dumps(plain(obj), default=repr).encode()).hexdigest()
 
 
-def optimised_sums(optimizer) -> list[float]:
-    return [p.detach().float().sum().item() for g in optimizer.param_groups for p in g["params"]]
+def optimised(optimizer) -> list[torch.Tensor]:
+    return [p.detach() for group in optimizer.param_groups for p in group["params"]]
 
 
 original_iter = DataLoaderShard.__iter__
@@ -56,8 +56,8 @@ def recording_iter(self):
 
 
 def snapshot_before_first_step(optimizer, args, kwargs):
-    if not sums_before_first_step:
-        sums_before_first_step.extend(optimised_sums(optimizer))
+    if not before_first_step:
+        before_first_step.extend(p.clone() for p in optimised(optimizer))
 
 
 DataLoaderShard.__iter__ = recording_iter
@@ -67,14 +67,14 @@ sys.argv = [script, *script_args]
 trainer = runpy.run_path(script, run_name="__main__")["trainer"]
 
 model = trainer.accelerator.unwrap_model(trainer.model)
-sums_after = optimised_sums(trainer.optimizer)
+after = optimised(trainer.optimizer)
 report = {
     "rank": trainer.accelerator.process_index,
     "world_size": trainer.accelerator.num_processes,
     "steps": trainer.state.global_step,
     "first_batch": first_batch[0] if first_batch else None,
     "weights": fingerprint({n: p.detach() for n, p in model.named_parameters()}),
-    "optimised": len(sums_after),
-    "moved": sum(a != b for a, b in zip(sums_before_first_step, sums_after, strict=True)),
+    "optimised": len(after),
+    "moved": sum(not torch.equal(a, b) for a, b in zip(before_first_step, after, strict=True)),
 }
 Path(out_dir, f"rank{report['rank']}.json").write_text(json.dumps(report))

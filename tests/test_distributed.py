@@ -18,6 +18,7 @@ from accelerate.commands.config.config_args import ClusterConfig, load_config_fr
 from accelerate.utils import DistributedType
 from conftest import CPU_LAUNCH_ENV, OFFLINE_ENV, REPO, TWO_CPU_PROCESSES
 from parity import assert_same_logs, rank_log, run_scenario
+from script_runs import LORA, PORTS, RUNS, STEPS, script_args
 
 pytestmark = pytest.mark.distributed
 
@@ -60,64 +61,36 @@ def test_distributed_config_parses_with_accelerate(path):
 
 # --- A real two-process DDP run on CPU ----------------------------------------------------------
 
-# Every example script: its data, and what it needs beyond its tiny recipe and the tiny policy
-# (the recipes name `tiny/...` paths relative to the repo; the test fixture lives elsewhere).
-REWARD = ["--reward_model_path", "{tiny}/reward"]
-TEACHER = ["--teacher_model_name_or_path", "{tiny}/teacher"]
-RUNS = {
-    "sft": ("conversational_language_modeling", []),
-    "dpo": ("preference", []),
-    "reward": ("preference", []),
-    "kto": ("unpaired_preference", []),
-    "orpo": ("preference", []),
-    "cpo": ("preference", []),
-    "grpo": ("conversational_prompt_only", []),
-    "rloo": ("conversational_prompt_only", []),
-    "online_dpo": ("conversational_prompt_only", REWARD),
-    "gkd": ("conversational_language_modeling", TEACHER),
-    "distillation": ("prompt_only", TEACHER),
-    "ppo": ("conversational_prompt_only", REWARD),
-    "bco": ("unpaired_preference", []),
-    "nash_md": ("conversational_prompt_only", REWARD),
-    "xpo": ("conversational_prompt_only", REWARD),
-    "prm": ("stepwise_supervision", ["--model_name_or_path", "{tiny}/token_classifier"]),
-}
-STEPS = 2
-# PPO counts prompts, not steps: 32 prompts / (4 per process x 2 accumulated x 2 processes).
-STEP_FLAGS = {"ppo": ["--total_episodes", "32"]}
+# Our five ports also run with LoRA adapters: their reference is then the policy with its
+# adapters switched off, and process 0 saves only the adapter.
+CASES = [(method, []) for method in RUNS] + [(method, LORA) for method in PORTS]
 
 
-def launch(method: str, tiny, out: Path) -> subprocess.CompletedProcess:
-    data, extra = RUNS[method]
-    command = [
-        *TWO_CPU_PROCESSES,
-        str(REPO / "tests" / "ddp_probe.py"),
-        str(out),
-        f"annotated_examples/{method}_training.py",
-        *["--config", f"annotated_examples/recipes/{method}_tiny.yaml"],
-        *["--model_name_or_path", str(tiny.policy), "--dataset_name", str(tiny.data / data)],
-        *[flag.format(tiny=tiny.root) for flag in extra],
-        *STEP_FLAGS.get(method, ["--max_steps", str(STEPS)]),
-        *["--eval_strategy", "no", "--logging_steps", "1", "--output_dir", str(out / "run")],
-    ]
+def launch(method: str, tiny, out: Path, *flags) -> subprocess.CompletedProcess:
+    script, *args = script_args(method, tiny, out / "run", processes=2)
+    probe = [str(REPO / "tests" / "ddp_probe.py"), str(out), f"annotated_examples/{script}"]
+    command = [*TWO_CPU_PROCESSES, *probe, *args, *flags]
     env = {**os.environ, **OFFLINE_ENV, **CPU_LAUNCH_ENV}
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
 
-@pytest.mark.parametrize("method", list(RUNS))
-def test_distributed_ddp_two_cpu_processes_train_in_sync(method, tiny, tmp_path):
-    result = launch(method, tiny, tmp_path)
+@pytest.mark.parametrize(
+    ("method", "flags"), CASES, ids=[m + ("-lora" if flags else "") for m, flags in CASES]
+)
+def test_distributed_ddp_two_cpu_processes_train_in_sync(method, flags, tiny, tmp_path):
+    result = launch(method, tiny, tmp_path, *flags)
     assert result.returncode == 0, result.stderr[-4000:]
-    assert (tmp_path / "run" / "config.json").exists() or (
-        tmp_path / "run" / "adapter_config.json"
-    ).exists()  # process 0 saved the model
+    saved = "adapter_config.json" if flags else "config.json"
+    assert (tmp_path / "run" / saved).exists()  # process 0 saved the model (or the adapter)
+    assert (tmp_path / "run" / "model.safetensors").exists() != bool(flags)
     reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     for rank, report in enumerate(reports):
         assert report["rank"] == rank
         assert report["world_size"] == 2
         assert report["steps"] == STEPS
         # Two steps moved every tensor the optimiser holds (measured for all 16 scripts: 26 for
-        # the policy, 27 with a score head, 28 with a token head, 53 for PPO's policy + value).
+        # the policy, 27 with a score head, 28 with a token head, 53 for PPO's policy + value;
+        # with LoRA, every adapter matrix, A and B).
         assert report["moved"] == report["optimised"] > 0, report
     # Each rank trained on its own slice of the data...
     assert reports[0]["first_batch"] is not None

@@ -33,7 +33,13 @@ import torch
 import torch.nn.functional as F
 from datasets import Dataset
 from torch.utils.data import DataLoader
-from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    Trainer,
+    TrainingArguments,
+    set_seed,
+)
 from trl import maybe_apply_chat_template, maybe_extract_prompt, maybe_unpair_preference_dataset
 from trl.trainer.kto_trainer import DataCollatorForUnpairedPreference
 from trl.trainer.utils import disable_dropout_in_model, pad, selective_log_softmax
@@ -337,6 +343,10 @@ class BCOTrainer(Trainer):
         if peft_config is not None:
             from peft import get_peft_model
 
+            # The adapters start at random: seed first, as Trainer.__init__ (which runs later)
+            # seeds everything else, so that a LoRA run repeats. trl 1.12 did not: two runs
+            # with the same seed ended with different adapters (measured on ours before).
+            set_seed(args.seed)
             model = get_peft_model(model, peft_config)
         if ref_model is None and peft_config is None and not args.precompute_ref_log_probs:
             ref_model = copy.deepcopy(model)

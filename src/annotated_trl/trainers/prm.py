@@ -25,6 +25,7 @@ from transformers import (
     PreTrainedTokenizerBase,
     Trainer,
     TrainingArguments,
+    set_seed,
 )
 from transformers.trainer_utils import EvalPrediction
 
@@ -131,7 +132,13 @@ def _with_peft(model, peft_config, args: PRMConfig):
         # Frozen embeddings give checkpointed blocks inputs without gradients; without this hook
         # the adapters inside them would receive none.
         model.enable_input_require_grads()
-    return model if peft_config is None else get_peft_model(model, peft_config)
+    if peft_config is None:
+        return model
+    # The adapters start at random: seed first, as Trainer.__init__ (which runs later) seeds
+    # everything else, so that a LoRA run repeats. trl 1.12 did not: two runs with the same seed
+    # ended with different adapters (measured on ours before).
+    set_seed(args.seed)
+    return get_peft_model(model, peft_config)
 
 
 class PRMTrainer(Trainer):
