@@ -204,9 +204,11 @@ trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
 #
 # `save_model` writes the weights (or, with LoRA, only the adapter) and the tokenizer;
 # `save_state` writes `trainer_state.json` with the full log history. Under `accelerate
-# launch` every process calls these; only the main process writes.
+# launch` every process calls these; only the main process writes. `end()` closes the
+# trackers and the process group.
 
 trainer.save_model(training_args.output_dir)
 trainer.save_state()
 if training_args.push_to_hub:
     trainer.push_to_hub(dataset_name=script_args.dataset_name)
+trainer.end()

@@ -216,8 +216,10 @@ trainer.train()
 #
 # `save_model` writes the policy (not the value model) and the tokenizer; it loads back with
 # `AutoModelForCausalLM.from_pretrained`. `save_state` writes `trainer_state.json` with the log.
+# `end()` closes the trackers and the process group.
 
 trainer.save_model(training_args.output_dir)
 trainer.save_state()
 if training_args.push_to_hub:
     trainer.push_to_hub(dataset_name=script_args.dataset_name)
+trainer.end()

@@ -38,7 +38,7 @@ from common import (  # noqa: E402
 
 SCENARIOS = REPO / "tests" / "parity_scenarios"
 ORACLE = REPO / ".oracle" / "trl-1.12"
-HELPERS = {"online_pair"}  # modules the scenarios import, not scenarios themselves
+HELPERS = {"online_pair", "per_process"}  # modules the scenarios import, not scenarios themselves
 # Longer runs than the parity tests use, where their few steps leave the timing to noise: the
 # online scenarios' 16 prompts make 4 steps of ~0.04 s, whose spread was ±25%.
 SCENARIO_ARGS = {"nash_md": ["--rows", "64"], "xpo": ["--rows", "64"]}

@@ -38,7 +38,7 @@ else:
 
 import datasets  # noqa: E402
 import torch  # noqa: E402
-from per_process import write_json  # noqa: E402
+from per_process import exit_skipping_gloo_teardown, write_json  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 from annotated_trl.fixtures import build_all  # noqa: E402
@@ -92,3 +92,4 @@ trainer = BCOTrainer(
 )
 trainer.train()
 write_json(cli.out, trainer.state.log_history)
+exit_skipping_gloo_teardown()

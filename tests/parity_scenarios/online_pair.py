@@ -9,7 +9,7 @@ from pathlib import Path
 
 import datasets
 import torch
-from per_process import write_json
+from per_process import exit_skipping_gloo_teardown, write_json
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 
@@ -65,3 +65,4 @@ def run(args, config_class, trainer_class, **method_config) -> None:
     )
     trainer.train()
     write_json(args.out, trainer.state.log_history)
+    exit_skipping_gloo_teardown()

@@ -32,7 +32,7 @@ else:
 
 import datasets  # noqa: E402
 import torch  # noqa: E402
-from per_process import write_json  # noqa: E402
+from per_process import exit_skipping_gloo_teardown, write_json  # noqa: E402
 from transformers import (  # noqa: E402
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
@@ -108,3 +108,4 @@ trainer = PPOTrainer(
 )
 trainer.train()
 write_json(cli.out, trainer.state.log_history)
+exit_skipping_gloo_teardown()

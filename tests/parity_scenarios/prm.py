@@ -35,7 +35,7 @@ else:
     from annotated_trl.trainers.prm import PRMConfig, PRMTrainer
 
 import datasets  # noqa: E402
-from per_process import write_json  # noqa: E402
+from per_process import exit_skipping_gloo_teardown, write_json  # noqa: E402
 from transformers import AutoModelForTokenClassification, AutoTokenizer  # noqa: E402
 
 from annotated_trl.fixtures import build_all  # noqa: E402
@@ -112,3 +112,4 @@ trainer = PRMTrainer(
 )
 trainer.train()
 write_json(cli.out, trainer.state.log_history)
+exit_skipping_gloo_teardown()
