@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 from accelerate.data_loader import DataLoaderShard
+from parity_scenarios.per_process import exit_skipping_gloo_teardown
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 out_dir, script, *script_args = sys.argv[1:]
@@ -78,3 +79,4 @@ report = {
     "moved": sum(not torch.equal(a, b) for a, b in zip(before_first_step, after, strict=True)),
 }
 Path(out_dir, f"rank{report['rank']}.json").write_text(json.dumps(report))
+exit_skipping_gloo_teardown()  # the script has finished; see per_process.py
