@@ -4,7 +4,8 @@
 from a config, a script run as a user runs it, the FLOP and step counters, the report) on a tiny
 model for 2 steps; without a GPU and without that flag it must refuse in one line.
 `benchmarks/suite.py` times a real pytest run of two small test files and files each test under
-its markers.
+its markers. `benchmarks/ports.py` runs a parity scenario several times in one worker process per
+side, which the scenarios' two-process exit (tests/parity_scenarios/per_process.py) must allow.
 """
 
 import json
@@ -106,3 +107,41 @@ def test_benchmarks_suite_times_tests_by_marker(tmp_path):
     # The CPU time of pytest and its children: some, and no more than the cores allow.
     assert 0 < measured["cpu_s"][0] <= measured["wall_s"][0] * os.cpu_count()
     assert "| math |" in (tmp_path / "suite.md").read_text()
+
+
+def test_benchmarks_ports_repeats_a_scenario_in_one_worker_per_side(tmp_path):
+    """PRM, the quickest port: a warm-up and two timed runs per side, each in one process."""
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "ports.py"), "prm", "--reps", "2"]
+        + ["--out", str(tmp_path)],
+        cwd=REPO,
+        env={**os.environ, **OFFLINE_ENV},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "ports.json").read_text())
+    assert results["unfinished"] == []
+    prm = results["ports"]["prm"]
+    for side in ("ours", "original"):
+        run = prm[side]
+        assert run["trainer"] == "PRMTrainer" and run["steps"] > 0
+        assert len(run["seconds"]) == 2 and all(s > 0 for s in run["seconds"])
+    # Same scenario, same model work per step on both sides; the time ratio is only reported.
+    assert prm["ours"]["work"] == prm["original"]["work"] and prm["ours"]["work"]["forwards"] > 0
+    assert prm["ratio"] > 0
+    assert "| prm | PRMTrainer |" in (tmp_path / "ports.md").read_text()
+
+
+def test_benchmarks_ports_finds_every_port_and_nothing_else():
+    """Each scenario file is a port with its own parity test; helpers are not measured."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import ports
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    parity_tests = {
+        p.name[len("test_") : -len("_parity.py")] for p in REPO.glob("tests/test_*_parity.py")
+    }
+    assert set(ports.discover()) == parity_tests == {"bco", "nash_md", "ppo", "prm", "xpo"}
