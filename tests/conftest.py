@@ -105,6 +105,22 @@ def run_script(script: str, *args: str, timeout: int = 300) -> subprocess.Comple
 
 
 from docs_support import built_site  # noqa: E402,F401  (docs and browser tests)
+from measured import measured  # noqa: E402,F401  (tests that assert on a measured number)
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--seed-offset",
+        type=int,
+        default=0,
+        help="add this to every learning test's seeds, to measure how its numbers spread "
+        "(benchmarks/cross_cpu.py --seed-offsets); the thresholds are set for offset 0",
+    )
+
+
+@pytest.fixture(scope="session")
+def seed_offset(request) -> int:
+    return request.config.getoption("--seed-offset")
 
 
 def pytest_collection_finish(session):

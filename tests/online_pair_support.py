@@ -1,5 +1,6 @@
 """What the Nash-MD and XPO tests share: both scripts read prompts and rewards the same way and
-save the same kind of model, so their smoke and bad-input tests share these checks.
+save the same kind of model, so their smoke and bad-input tests share these checks. Their
+learning tests and Online DPO's (the method both extend) share one task.
 """
 
 import math
@@ -174,82 +175,83 @@ def check_eos_penalty_on_completion_only(trainer, tiny, penalty=1.5):
 
 
 # ---- learning -------------------------------------------------------------------------------
+# Online DPO, XPO and Nash-MD learn one dense task from the random tiny policy. On the
+# arithmetic task from the SFT warm start their effect was too small to survive another CPU:
+# over 4 seeds of 30 steps, XPO's greedy solve-rate gain was +0.035, +0.066, +0.012, -0.020 and
+# Nash-MD's +0.082, +0.035, +0.086, +0.117 (measured; see the learning tests' docstrings).
 
 
-def graded_arithmetic_reward(completions, answer, **kwargs) -> list[float]:
-    """1 for the right answer, 0.5 / (1 + |error|) for a wrong number, 0 for no number.
+def digit_share(completions, **kwargs) -> list[float]:
+    """Reward: the fraction of the completion's characters that are digits."""
+    return [sum(ch.isdigit() for ch in c) / max(len(c), 1) for c in completions]
 
-    `arithmetic_reward` alone scores most pairs 0-0: a tie, which XPO gives to the policy's own
-    (wrong) sample, so it trains towards its mistakes (measured: greedy solve rate 0.46 -> 0.18
-    in 30 steps); Nash-MD learns nothing from a tie. Partial credit orders most wrong answers.
+
+def held_out_digit_share(model, tokenizer, prompts, samples_per_prompt=16) -> float:
+    """The mean digit share of `samples_per_prompt` samples per held-out prompt (8 new tokens,
+    temperature 0.9, no top-k, as in training), drawn from a fixed generation seed."""
+    with torch.random.fork_rng():  # do not disturb the trainer's random stream
+        torch.manual_seed(123)
+        batch = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left")
+        with torch.no_grad():
+            generated = model.generate(
+                **batch,
+                max_new_tokens=8,
+                do_sample=True,
+                temperature=0.9,
+                top_k=0,
+                num_return_sequences=samples_per_prompt,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+    completions = tokenizer.batch_decode(
+        generated[:, batch["input_ids"].shape[1] :], skip_special_tokens=True
+    )
+    return sum(digit_share(completions)) / len(completions)
+
+
+DIGIT_STEPS = 80
+
+
+def learn_digit_share(config_class, trainer_class, tiny, out, seed, **config):
+    """Train the random tiny policy to write digits: plain-text prompts (`prompt_only`), 16 per
+    step, 8 new tokens, beta 0.1, lr 1e-3 constant, 40 steps, logged every step.
+
+    Returns the held-out digit share before and after, and the log history.
     """
-    from annotated_trl.toy_task import extract_answer
+    from datasets import load_dataset
 
-    rewards = []
-    for completion, target in zip(completions, answer, strict=True):
-        text = completion if isinstance(completion, str) else completion[-1]["content"]
-        guess = extract_answer(text)
-        if guess is None:
-            rewards.append(0.0)
-        else:
-            rewards.append(1.0 if guess == target else 0.5 / (1 + abs(guess - target)))
-    return rewards
-
-
-def learn_arithmetic(config_class, trainer_class, tiny, policy, out, steps, **config):
-    """Train from the SFT warm start on the toy task with `graded_arithmetic_reward`: 32 prompts
-    per step, at most 10 new tokens, temperature 1.0, lr 3e-4, seed 42, one torch thread (the
-    measurements were made so; more threads change float sums and so the samples).
-
-    Returns the greedy solve rates (`arithmetic_reward`, train / test prompts) before and after,
-    and the log history.
-    """
-    import datasets
-    from warm_start import greedy_solved_fraction
-
-    files = {
-        split: str(tiny.data / "conversational_prompt_only" / f"{split}.jsonl")
-        for split in ("train", "test")
-    }
-    prompts = datasets.load_dataset("json", data_files=files)
-    tokenizer = AutoTokenizer.from_pretrained(policy)
+    data = tiny.data / "prompt_only"
+    dataset = load_dataset(
+        "json", data_files={split: str(data / f"{split}.jsonl") for split in ("train", "test")}
+    )
+    tokenizer = AutoTokenizer.from_pretrained(tiny.policy)
     args = config_class(
         output_dir=str(out),
         use_cpu=True,
         bf16=False,
-        learning_rate=3e-4,
+        gradient_checkpointing=False,
+        report_to="none",
+        per_device_train_batch_size=16,
+        max_new_tokens=8,
+        max_length=64,
+        beta=0.1,
+        learning_rate=1e-3,
         lr_scheduler_type="constant",
-        per_device_train_batch_size=32,
-        max_new_tokens=10,  # "3 + 4 = 7<|im_end|>" fits
-        temperature=1.0,
-        max_steps=steps,
+        max_steps=DIGIT_STEPS,
         logging_steps=1,
         save_strategy="no",
-        report_to="none",
-        seed=42,
+        disable_tqdm=True,
+        seed=seed,
         **config,
     )
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        trainer = trainer_class(
-            model=str(policy),
-            reward_funcs=graded_arithmetic_reward,
-            args=args,
-            train_dataset=prompts["train"],
-            processing_class=tokenizer,
-        )
-
-        def solved():
-            trainer.model.eval()
-            return {
-                split: greedy_solved_fraction(trainer.model, tokenizer, prompts[split])
-                for split in ("train", "test")
-            }
-
-        before = solved()
-        trainer.train()
-        after = solved()
-    finally:
-        torch.set_num_threads(threads)
+    trainer = trainer_class(
+        model=str(tiny.policy),
+        reward_funcs=[digit_share],
+        args=args,
+        train_dataset=dataset["train"],
+        processing_class=tokenizer,
+    )
+    prompts = list(dataset["test"]["prompt"])
+    before = held_out_digit_share(trainer.model, tokenizer, prompts)
+    trainer.train()
+    after = held_out_digit_share(trainer.model, tokenizer, prompts)
     return before, after, trainer.state.log_history

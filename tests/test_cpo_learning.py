@@ -14,25 +14,26 @@ from trl.experimental.cpo import CPOConfig, CPOTrainer
 
 
 @pytest.fixture(scope="module")
-def before_and_after(tiny, tmp_path_factory):
+def before_and_after(tiny, tmp_path_factory, seed_offset):
     output_dir = tmp_path_factory.mktemp("cpo-learning")
     loss = {"loss_type": "sigmoid", "beta": 0.1, "cpo_alpha": 1.0}
-    return shared.before_and_after(tiny, output_dir, CPOConfig, CPOTrainer, **loss)
+    return shared.before_and_after(tiny, output_dir, seed_offset, CPOConfig, CPOTrainer, **loss)
 
 
 @pytest.mark.learning
-def test_cpo_raises_heldout_reward_accuracy(before_and_after):
-    shared.raises_heldout_reward_accuracy(*before_and_after)
+def test_cpo_raises_heldout_reward_accuracy(before_and_after, measured):
+    shared.raises_heldout_reward_accuracy(*before_and_after, measured)
 
 
 @pytest.mark.learning
-def test_cpo_raises_heldout_margin(before_and_after):
+def test_cpo_raises_heldout_margin(before_and_after, measured):
     before, after = before_and_after
-    assert before["eval_rewards/margins"] < 0.005
-    assert after["eval_rewards/margins"] > 0.01
-    assert after["eval_rewards/margins"] > before["eval_rewards/margins"] + 0.01
+    assert before["eval_rewards/margins"] < 0.005  # the initial model is the same for every seed
+    measured.at_least("held-out reward margin", after["eval_rewards/margins"], 0.01)
+    gain = after["eval_rewards/margins"] - before["eval_rewards/margins"]
+    measured.at_least("held-out reward margin gain", gain, 0.01)
 
 
 @pytest.mark.learning
-def test_cpo_nll_term_teaches_the_task(before_and_after):
-    shared.nll_term_teaches_the_task(*before_and_after)
+def test_cpo_nll_term_teaches_the_task(before_and_after, measured):
+    shared.nll_term_teaches_the_task(*before_and_after, measured)

@@ -47,8 +47,8 @@ def _reverse_kl_on_completions(student, teacher, tokenizer, rows) -> float:
 
 
 @pytest.fixture(scope="module")
-def distillation_learning(tiny, tmp_path_factory):
-    torch.manual_seed(42)
+def distillation_learning(tiny, tmp_path_factory, seed_offset):
+    torch.manual_seed(42 + seed_offset)
     tokenizer = AutoTokenizer.from_pretrained(tiny.policy, padding_side="left")
     teacher = AutoModelForCausalLM.from_pretrained(tiny.teacher)
     args = DistillationConfig(
@@ -67,7 +67,7 @@ def distillation_learning(tiny, tmp_path_factory):
         save_strategy="no",
         logging_steps=10,
         disable_tqdm=True,
-        seed=42,
+        seed=42 + seed_offset,
     )
     trainer = DistillationTrainer(
         model=AutoModelForCausalLM.from_pretrained(tiny.policy),
@@ -90,11 +90,11 @@ def distillation_learning(tiny, tmp_path_factory):
     return before, after
 
 
-def test_distillation_eval_divergence_falls(distillation_learning):
+def test_distillation_eval_divergence_falls(distillation_learning, measured):
     before, after = distillation_learning
-    assert after["eval"] < 0.75 * before["eval"]
+    measured.at_most("held-out divergence, after / before", after["eval"] / before["eval"], 0.75)
 
 
-def test_distillation_reverse_kl_on_unseen_completions_falls(distillation_learning):
+def test_distillation_reverse_kl_on_unseen_completions_falls(distillation_learning, measured):
     before, after = distillation_learning
-    assert after["kl"] < 0.75 * before["kl"]
+    measured.at_most("our reverse KL, after / before", after["kl"] / before["kl"], 0.75)

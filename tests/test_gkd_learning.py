@@ -47,8 +47,8 @@ def _forward_kl(trainer, dataloader) -> float:
 
 
 @pytest.fixture(scope="module")
-def gkd_learning(tiny, tmp_path_factory):
-    torch.manual_seed(42)
+def gkd_learning(tiny, tmp_path_factory, seed_offset):
+    torch.manual_seed(42 + seed_offset)
     args = GKDConfig(
         output_dir=str(tmp_path_factory.mktemp("gkd_learning")),
         use_cpu=True,
@@ -67,7 +67,7 @@ def gkd_learning(tiny, tmp_path_factory):
         save_strategy="no",
         logging_steps=10,
         disable_tqdm=True,
-        seed=42,
+        seed=42 + seed_offset,
     )
     trainer = GKDTrainer(
         model=AutoModelForCausalLM.from_pretrained(tiny.policy),
@@ -85,12 +85,12 @@ def gkd_learning(tiny, tmp_path_factory):
     return before, after
 
 
-def test_gkd_eval_divergence_falls(gkd_learning):
+def test_gkd_eval_divergence_falls(gkd_learning, measured):
     before, after = gkd_learning
-    assert after["eval"] < 0.4 * before["eval"]
+    measured.at_most("held-out divergence, after / before", after["eval"] / before["eval"], 0.4)
 
 
-def test_gkd_forward_kl_to_teacher_falls(gkd_learning):
+def test_gkd_forward_kl_to_teacher_falls(gkd_learning, measured):
     """An independent check: the KL we compute ourselves falls too, not only TRL's number."""
     before, after = gkd_learning
-    assert after["kl"] < 0.4 * before["kl"]
+    measured.at_most("our forward KL, after / before", after["kl"] / before["kl"], 0.4)

@@ -41,7 +41,7 @@ def test_golden_diff_is_readable():
 
 @pytest.mark.golden
 @pytest.mark.parametrize("key", KEYS)
-def test_golden_curve(key, tiny):
+def test_golden_curve(key, tiny, record_property):
     path = golden.golden_path(key)
     if not path.exists():
         pytest.fail(
@@ -50,6 +50,7 @@ def test_golden_curve(key, tiny):
         )
     stored = json.loads(path.read_text())["log_history"]
     now = golden.run(key, tiny.root)
+    record_property("largest relative difference", golden.largest_relative_difference(stored, now))
     differences = golden.diff(stored, now)
     if differences:
         pytest.fail(

@@ -31,25 +31,32 @@ WINDOW = 50  # steps averaged at each end of the run
 
 
 @pytest.fixture(scope="module")
-def grpo_run(tiny, sft_warm_policy, tmp_path_factory):  # noqa: F811
+def grpo_run(tiny, sft_warm_policy, tmp_path_factory, seed_offset):  # noqa: F811
     return train_from_warm_start(
-        GRPOTrainer, GRPOConfig, tiny, sft_warm_policy, tmp_path_factory, STEPS
+        GRPOTrainer, GRPOConfig, tiny, sft_warm_policy, tmp_path_factory, STEPS, 42 + seed_offset
     )
 
 
 @pytest.mark.learning
-def test_grpo_raises_sampled_reward(grpo_run):
+def test_grpo_raises_sampled_reward(grpo_run, measured):
     _, _, rewards = grpo_run
     assert len(rewards) == STEPS
     first = sum(rewards[:WINDOW]) / WINDOW
     last = sum(rewards[-WINDOW:]) / WINDOW
     assert 0.15 < first < 0.5  # the warm start: groups mix right and wrong answers
-    assert last > first + 0.04  # measured +0.094 / +0.078 / +0.067
+    measured.at_least(
+        "sampled reward rise, first to last 50 steps", last - first, 0.04
+    )  #  # measured +0.094 / +0.078 / +0.067
 
 
 @pytest.mark.learning
-def test_grpo_solves_more_training_problems_greedily(grpo_run):
+def test_grpo_solves_more_training_problems_greedily(grpo_run, measured):
     before, after, _ = grpo_run
     assert before["train"] > 0.3  # the warm start solves some problems
-    assert after["train"] > before["train"] + 0.08  # measured +0.15 / +0.15 / +0.12
-    assert after["test"] > before["test"] - 0.1  # no collapse on held-out prompts
+    measured.at_least(
+        "greedy solve-rate gain, training prompts", after["train"] - before["train"], 0.08
+    )  #  # measured +0.15 / +0.15 / +0.12
+    # No collapse on held-out prompts.
+    measured.at_least(
+        "greedy solve-rate change, held-out prompts", after["test"] - before["test"], -0.1
+    )

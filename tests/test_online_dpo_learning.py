@@ -1,97 +1,34 @@
-"""Online DPO learns on the tiny fixture: the policy moves towards what the reward ranks higher.
+"""Online DPO learns: the policy moves towards what the reward ranks higher.
 
 The random tiny policy never solves the arithmetic task, so the arithmetic reward would tie 0-0
 on every pair. The test uses a dense reward the policy can improve on at once: the share of
-digit characters in a completion. Online DPO sees only which of the two samples has more digits.
+digit characters in a completion (`digit_share`). Online DPO sees only which of its two samples
+has more digits. Set-up, shared with XPO and Nash-MD (`learn_digit_share` in
+tests/online_pair_support.py): plain-text prompts, 16 per step, 8 new tokens, beta 0.1, sigmoid
+loss, lr 1e-3 constant, 40 steps. Held-out score: the mean digit share of 16 samples per test
+prompt (1,024 completions) from a fixed generation seed, before and after training.
 
-Set-up: tiny policy, plain-text prompts (`prompt_only`), 16 prompts per step, 8 new tokens,
-beta 0.1, sigmoid loss, learning rate 1e-3 constant, 40 steps, logged every 10. Held-out score:
-the mean digit share of 4 samples per test prompt (256 completions, temperature 0.9, no top-k,
-as in training), from a fixed generation seed, before and after training.
-
-Measured (2 CPU cores, about 10 s of import plus 10-30 s of training under load):
-
-| seed | held-out before | after | `rewards/accuracies` first -> last | `objective/scores` ditto |
-|---|---|---|---|---|
-| 0 | 0.0146 | 0.0277 | 0.456 -> 0.656 | 0.0159 -> 0.0276 |
-| 1 | 0.0146 | 0.0265 | 0.400 -> 0.581 | 0.0170 -> 0.0222 |
-| 2 | 0.0146 | 0.0299 | 0.475 -> 0.638 | 0.0123 -> 0.0232 |
-
-Thresholds, from the worst seed with a margin: held-out share at least 1.4x its start (worst
-measured 1.8x), last `rewards/accuracies` at least 0.55 (worst 0.58), logged scores rising.
+MEASURED
 """
 
 import pytest
-import torch
-from datasets import load_dataset
-from transformers import AutoTokenizer
+from online_pair_support import DIGIT_STEPS, learn_digit_share
 from trl.experimental.online_dpo import OnlineDPOConfig, OnlineDPOTrainer
 
-pytestmark = pytest.mark.learning
+WINDOW = 10  # steps averaged at each end of the run
 
 
-def digit_share(completions, **kwargs):
-    """Reward: the fraction of the completion's characters that are digits."""
-    return [sum(ch.isdigit() for ch in c) / max(len(c), 1) for c in completions]
-
-
-def held_out_score(model, tokenizer, prompts):
-    with torch.random.fork_rng():  # do not disturb the trainer's random stream
-        torch.manual_seed(123)
-        enc = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left")
-        with torch.no_grad():
-            out = model.generate(
-                **enc,
-                max_new_tokens=8,
-                do_sample=True,
-                temperature=0.9,
-                top_k=0,
-                num_return_sequences=4,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-    completions = tokenizer.batch_decode(
-        out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True
+@pytest.mark.learning
+def test_online_dpo_raises_the_reward_it_ranks_by(tiny, tmp_path, seed_offset, measured):
+    before, after, history = learn_digit_share(
+        OnlineDPOConfig, OnlineDPOTrainer, tiny, tmp_path, seed=seed_offset
     )
-    return sum(digit_share(completions)) / len(completions)
-
-
-def test_online_dpo_raises_the_reward_it_ranks_by(tiny, tmp_path):
-    data = tiny.data / "prompt_only"
-    files = {split: str(data / f"{split}.jsonl") for split in ("train", "test")}
-    dataset = load_dataset("json", data_files=files)
-    tokenizer = AutoTokenizer.from_pretrained(tiny.policy)
-    args = OnlineDPOConfig(
-        output_dir=str(tmp_path / "out"),
-        use_cpu=True,
-        bf16=False,
-        gradient_checkpointing=False,
-        report_to="none",
-        per_device_train_batch_size=16,
-        max_new_tokens=8,
-        max_length=64,
-        beta=0.1,
-        learning_rate=1e-3,
-        lr_scheduler_type="constant",
-        max_steps=40,
-        logging_steps=10,
-        save_strategy="no",
-        seed=0,
-    )
-    trainer = OnlineDPOTrainer(
-        model=str(tiny.policy),
-        reward_funcs=[digit_share],
-        args=args,
-        train_dataset=dataset["train"],
-        processing_class=tokenizer,
-    )
-    prompts = list(dataset["test"]["prompt"])
-    before = held_out_score(trainer.model, tokenizer, prompts)
-    trainer.train()
-    after = held_out_score(trainer.model, tokenizer, prompts)
-
-    logs = [row for row in trainer.state.log_history if "objective/scores" in row]
-    assert len(logs) == 4
-    assert after >= 1.4 * before, (before, after)
-    assert logs[-1]["objective/scores"] > logs[0]["objective/scores"]
-    assert logs[-1]["rewards/accuracies"] >= 0.55
-    assert logs[-1]["objective/kl"] > 0  # the policy has left the reference
+    rows = [row for row in history if "objective/scores" in row]
+    assert len(rows) == DIGIT_STEPS
+    measured.at_least("held-out digit share, after / before", after / before, 1.4)
+    scores = [row["objective/scores"] for row in rows]
+    rise = (sum(scores[-WINDOW:]) - sum(scores[:WINDOW])) / WINDOW
+    measured.at_least("sampled score rise, first to last 10 steps", rise, 0.0)
+    accuracy = sum(row["rewards/accuracies"] for row in rows[-WINDOW:]) / WINDOW
+    measured.at_least("rewards/accuracies, last 10 steps", accuracy, 0.55)
+    assert rows[-1]["objective/kl"] > 0  # the policy has left the reference

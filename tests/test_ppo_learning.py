@@ -60,7 +60,7 @@ def toy_reward(prompts: list[str], responses: list[str]) -> list[float]:
 
 
 @pytest.fixture(scope="module")
-def ppo_run(tiny, sft_warm_policy, tmp_path_factory):  # noqa: F811
+def ppo_run(tiny, sft_warm_policy, tmp_path_factory, seed_offset):  # noqa: F811
     files = {
         s: str(tiny.data / "conversational_prompt_only" / f"{s}.jsonl") for s in ("train", "test")
     }
@@ -74,7 +74,7 @@ def ppo_run(tiny, sft_warm_policy, tmp_path_factory):  # noqa: F811
         return {"input_ids": tokenizer(text, add_special_tokens=False)["input_ids"]}
 
     train = prompts["train"].map(tokenize, remove_columns=["prompt", "answer"])
-    set_seed(42)
+    set_seed(42 + seed_offset)
     policy = AutoModelForCausalLM.from_pretrained(sft_warm_policy)
     value_model = AutoModelForSequenceClassification.from_pretrained(sft_warm_policy, num_labels=1)
     args = PPOConfig(
@@ -85,7 +85,7 @@ def ppo_run(tiny, sft_warm_policy, tmp_path_factory):  # noqa: F811
         report_to="none",
         save_strategy="no",
         disable_tqdm=True,
-        seed=42,
+        seed=42 + seed_offset,
         learning_rate=3e-4,
         lr_scheduler_type="constant",
         per_device_train_batch_size=BATCH // 2,
@@ -122,18 +122,20 @@ def ppo_run(tiny, sft_warm_policy, tmp_path_factory):  # noqa: F811
 
 
 @pytest.mark.learning
-def test_ppo_raises_sampled_score(ppo_run):
+def test_ppo_raises_sampled_score(ppo_run, measured):
     _, _, scores = ppo_run
     assert len(scores) == UPDATES
     first = sum(scores[:WINDOW]) / WINDOW
     last = sum(scores[-WINDOW:]) / WINDOW
     assert 0.15 < first < 0.5  # the warm start: some responses are right
-    assert last > first + 0.04  # measured +0.115 / +0.081 / +0.111
+    measured.at_least("sampled score rise, first to last 12 updates", last - first, 0.04)
 
 
 @pytest.mark.learning
-def test_ppo_solves_more_training_problems_greedily(ppo_run):
+def test_ppo_solves_more_training_problems_greedily(ppo_run, measured):
     before, after, _ = ppo_run
     assert before["train"] > 0.3  # the warm start solves some problems
-    assert after["train"] > before["train"] + 0.04  # measured +0.082 / +0.121 / +0.098
-    assert after["test"] > 0.15  # no collapse on held-out prompts (measured 0.375-0.391)
+    measured.at_least(
+        "greedy solve-rate gain, training prompts", after["train"] - before["train"], 0.04
+    )
+    measured.at_least("greedy solve rate, held-out prompts", after["test"], 0.15)  # no collapse

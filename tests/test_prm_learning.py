@@ -43,7 +43,7 @@ def label_share(path) -> float:
 
 
 @pytest.fixture(scope="module")
-def run(tiny, tmp_path_factory):
+def run(tiny, tmp_path_factory, seed_offset):
     # The fixture's own generator with a seed of its own: more rows of the same toy task.
     rows = _rows("stepwise_supervision", sample_problems(TRAIN_ROWS, 1000), random.Random(1000))
     test = tiny.data / "stepwise_supervision" / "test.jsonl"
@@ -61,7 +61,7 @@ def run(tiny, tmp_path_factory):
         logging_steps=100,
         save_strategy="no",
         report_to="none",
-        seed=42,
+        seed=42 + seed_offset,
         disable_tqdm=True,
     )
     trainer = PRMTrainer(
@@ -77,12 +77,14 @@ def run(tiny, tmp_path_factory):
 
 
 @pytest.mark.learning
-def test_prm_held_out_loss_beats_the_label_prior(tiny, run):
+def test_prm_held_out_loss_beats_the_label_prior(tiny, run, measured):
     share = label_share(tiny.data / "stepwise_supervision" / "test.jsonl")
     assert share == pytest.approx(69 / 110)
     prior_entropy = -(share * math.log(share) + (1 - share) * math.log(1 - share))
     before, after = run
-    assert before["eval_loss"] > prior_entropy  # the fresh head knows less than the prior
-    assert after["eval_loss"] < prior_entropy - 0.01, (prior_entropy, before, after)
-    # Accuracy stays at the majority share (measured 0.618-0.636): no collapse below it.
-    assert after["eval_accuracy"] >= share - 0.04, (share, after)
+    measured.at_least("fresh head's loss above the prior's", before["eval_loss"] - prior_entropy, 0)
+    measured.at_least("held-out loss below the prior's", prior_entropy - after["eval_loss"], 0.01)
+    # Accuracy stays at the majority share: no collapse below it.
+    measured.at_least(
+        "held-out accuracy minus majority share", after["eval_accuracy"] - share, -0.04
+    )

@@ -22,7 +22,7 @@ SFT_STEPS = 800
 
 
 @pytest.fixture(scope="session")
-def sft_warm_policy(tiny, tmp_path_factory) -> Path:
+def sft_warm_policy(tiny, tmp_path_factory, seed_offset) -> Path:
     """Folder with the SFT-trained tiny policy and its tokenizer."""
     from trl import SFTConfig, SFTTrainer
 
@@ -44,7 +44,7 @@ def sft_warm_policy(tiny, tmp_path_factory) -> Path:
         logging_steps=100,
         save_strategy="no",
         report_to="none",
-        seed=42,
+        seed=42 + seed_offset,
     )
     trainer = SFTTrainer(
         model=str(tiny.policy),
@@ -79,7 +79,7 @@ def greedy_solved_fraction(model, tokenizer, prompts) -> float:
     return sum(rewards) / len(rewards)
 
 
-def train_from_warm_start(trainer_class, config_class, tiny, policy, tmp_path_factory, steps):
+def train_from_warm_start(trainer_class, config_class, tiny, policy, tmp_path_factory, steps, seed):
     """GRPO or RLOO on the toy task from the SFT warm start, with the same settings for both:
     the script's default `arithmetic_reward`, 8 prompts x 16 completions per step, at most 10
     completion tokens, lr 3e-4, `steps` steps, seed 42.
@@ -111,7 +111,7 @@ def train_from_warm_start(trainer_class, config_class, tiny, policy, tmp_path_fa
         logging_steps=1,
         save_strategy="no",
         report_to="none",
-        seed=42,
+        seed=seed,
     )
     trainer = trainer_class(
         model=str(policy),
