@@ -49,6 +49,7 @@ from common import OFFLINE_ENV, REPO, RESULTS, machine, render  # noqa: E402
 NAME = "cross_cpu"
 RECORDS_ENV = "CROSS_CPU_RECORDS"  # where the plugin writes its records (one JSON line a test)
 SELECTION = ["-m", "learning or golden"]
+PYTEST = [str(Path(sys.executable).with_name("pytest"))]  # the README's `.venv/bin/pytest`
 
 # name -> environment. Threads are always set: torch's default follows the cores.
 SETTINGS = {
@@ -132,8 +133,7 @@ def fingerprint(env: dict) -> str:
 
 def run_tests(env: dict, seed_offset: int, extra: list[str]) -> dict:
     records = Path(tempfile.mkstemp(prefix="cross-cpu-", suffix=".jsonl")[1])
-    pytest = Path(sys.executable).with_name("pytest")
-    command = [str(pytest), "-p", NAME, "-p", "no:cacheprovider", "-q", *SELECTION]
+    command = [*PYTEST, "-p", NAME, "-p", "no:cacheprovider", "-q", *SELECTION]
     command += [f"--seed-offset={seed_offset}", *extra]
     run_env = {**os.environ, **OFFLINE_ENV, **env, RECORDS_ENV: str(records)}
     run_env["PYTHONPATH"] = os.pathsep.join(
@@ -152,47 +152,84 @@ def run_tests(env: dict, seed_offset: int, extra: list[str]) -> dict:
     }
 
 
+def current_tests() -> set[str]:
+    """The ids of the tests that SELECTION collects now: records of removed tests are dropped."""
+    done = subprocess.run(
+        [*PYTEST, "--collect-only", "-q", "-p", "no:cacheprovider", *SELECTION],
+        cwd=REPO,
+        env={**os.environ, **OFFLINE_ENV},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return {line for line in done.stdout.splitlines() if "::" in line}
+
+
+def merge(stored: dict, run: dict, keep: set[str]) -> dict:
+    """Fold one pytest invocation into a setting's record: each test keeps its latest result,
+    so a `-k` rerun of a few tests leaves the others' earlier results in place."""
+    stored.setdefault("tests", {})
+    for test in run["tests"]:
+        stored["tests"][test["test"]] = test | {"measured_at": run["measured_at"]}
+    stored["tests"] = {test: record for test, record in stored["tests"].items() if test in keep}
+    invocation = {k: run[k] for k in ("measured_at", "summary", "wall_s", "exit_code", "args")}
+    stored.setdefault("invocations", []).append(invocation)
+    return stored
+
+
 def quantities(runs: dict) -> dict:
     """(test, quantity) -> its threshold, if any, and the value of every run that recorded it.
 
     A record is `{"value": v, "at_least" or "at_most": threshold}` (tests/measured.py) or a bare
-    number with no threshold of its own (the golden curves' largest relative difference)."""
+    number with no threshold of its own (the golden curves' share of their tolerance). The
+    threshold shown is the latest one recorded: the one the test asserts now."""
     table: dict = {}
     for run_name, run in runs.items():
-        for test in run["tests"]:
+        for test in run["tests"].values():
             for quantity, record in test["measured"].items():
                 record = record if isinstance(record, dict) else {"value": record}
-                entry = table.setdefault((test["test"], quantity), {"values": {}})
-                entry["threshold"] = {k: v for k, v in record.items() if k != "value"}
+                entry = table.setdefault((test["test"], quantity), {"values": {}, "at": ""})
+                if test["measured_at"] >= entry["at"]:
+                    entry["threshold"] = {k: v for k, v in record.items() if k != "value"}
+                    entry["at"] = test["measured_at"]
                 entry["values"][run_name] = record["value"]
     return table
 
 
-def margin(entry: dict) -> tuple[float, float, float | None]:
-    """Mean, standard deviation, and (mean - threshold) / sd in the passing direction."""
+def margin(entry: dict) -> tuple[float, float, float | None, int]:
+    """Mean, standard deviation, (mean - threshold) / sd in the passing direction, and how many
+    recorded values fall short of the current threshold."""
     values = list(entry["values"].values())
     mean = statistics.fmean(values)
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
     if not entry["threshold"]:
-        return mean, sd, None
+        return mean, sd, None, 0
     (kind, threshold), *_ = entry["threshold"].items()
-    gap = mean - threshold if kind == "at_least" else threshold - mean
-    return mean, sd, (gap / sd if sd > 0 else float("inf"))
+    sign = 1 if kind == "at_least" else -1
+    short = sum(sign * (value - threshold) < 0 for value in values)
+    return mean, sd, (sign * (mean - threshold) / sd if sd > 0 else float("inf")), short
 
 
 def table(results: dict) -> str:
     runs = results["runs"]
-    lines = ["| Run | CPU | fingerprint | outcome | minutes |", "|---|---|---|---|---|"]
+    lines = [
+        "| Run | CPU | fingerprint | tests recorded | last run | minutes |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, run in runs.items():
+        last = run["invocations"][-1]
         lines.append(
-            f"| `{name}` | {run['cpu']} | `{run['fingerprint']}` | {run['summary']} | "
-            f"{run['wall_s'] / 60:.1f} |"
+            f"| `{name}` | {run['cpu']} | `{run['fingerprint']}` | {len(run['tests'])} | "
+            f"{last['measured_at']}: {last['summary']} | {last['wall_s'] / 60:.1f} |"
         )
-    lines += ["", "| Test: quantity | threshold | n | min | max | mean | sd | margin in sd |"]
-    lines.append("|---|---|---|---|---|---|---|---|")
+    lines += [
+        "",
+        "| Test: quantity | threshold | n | min | max | mean | sd | margin in sd | short |",
+    ]
+    lines.append("|---|---|---|---|---|---|---|---|---|")
     for (test, quantity), entry in sorted(quantities(runs).items()):
         values = list(entry["values"].values())
-        mean, sd, sds = margin(entry)
+        mean, sd, sds, short = margin(entry)
         threshold = "—"
         if entry["threshold"]:
             (kind, bound), *_ = entry["threshold"].items()
@@ -200,9 +237,20 @@ def table(results: dict) -> str:
         lines.append(
             f"| `{test.split('::')[-1]}`: {quantity} | {threshold} | {len(values)} | "
             f"{min(values):.4g} | {max(values):.4g} | {mean:.4g} | {sd:.3g} | "
-            f"{'—' if sds is None else f'{sds:.1f}'} |"
+            f"{'—' if sds is None else f'{sds:.1f}'} | {short} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def upgrade(results: dict) -> dict:
+    """Results written before runs were merged per test: one invocation each, tests as a list."""
+    for run in results["runs"].values():
+        if isinstance(run["tests"], list):
+            at = run["measured_at"]
+            run["tests"] = {t["test"]: t | {"measured_at": at} for t in run.pop("tests")}
+            keys = ("measured_at", "summary", "wall_s", "exit_code")
+            run["invocations"] = [{k: run.pop(k) for k in keys} | {"args": []}]
+    return results
 
 
 def main() -> None:
@@ -216,7 +264,7 @@ def main() -> None:
     args = parser.parse_args()
 
     path = RESULTS / f"{NAME}.json"
-    results = json.loads(path.read_text()) if path.exists() else {"runs": {}}
+    results = upgrade(json.loads(path.read_text())) if path.exists() else {"runs": {}}
     if args.table:
         print(render(NAME, results, table(results)).read_text())
         return
@@ -229,6 +277,7 @@ def main() -> None:
     cpu = results["machine"]["cpu"]
     seen: dict[str, str] = {}
     failed = False
+    keep = set() if args.list else current_tests()
     for name in chosen:
         print_ = fingerprint(settings[name])
         if print_ in seen and not args.all:
@@ -240,9 +289,13 @@ def main() -> None:
             continue
         for offset in args.seed_offsets:
             run = run_tests(settings[name], offset, args.pytest_args)
-            run.update(cpu=cpu, env=settings[name], fingerprint=print_, seed_offset=offset)
-            run["measured_at"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-            results["runs"][f"{name} seed+{offset} ({cpu})"] = run
+            run.update(
+                measured_at=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                args=args.pytest_args,
+            )
+            stored = results["runs"].setdefault(f"{name} seed+{offset} ({cpu})", {})
+            stored.update(cpu=cpu, env=settings[name], fingerprint=print_, seed_offset=offset)
+            merge(stored, run, keep)
             print(f"  seed offset {offset}: {run['summary']} ({run['wall_s'] / 60:.1f} min)")
             failed |= run["exit_code"] != 0
             path.parent.mkdir(parents=True, exist_ok=True)

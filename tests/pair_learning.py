@@ -51,8 +51,8 @@ def before_and_after(tiny, output_dir, seed, config_class, trainer_class, **loss
 def raises_heldout_reward_accuracy(before, after, measured):
     start, end = before["eval_rewards/accuracies"], after["eval_rewards/accuracies"]
     assert start < 0.5  # the initial model is the same for every seed
-    measured.at_least("held-out reward accuracy", end, 0.55)
-    measured.at_least("held-out reward accuracy gain", end - start, 0.1)
+    measured.at_least("held-out reward accuracy", end, 0.5)
+    measured.at_least("held-out reward accuracy gain", end - start, 0.06)
 
 
 def nll_term_teaches_the_task(before, after, measured):

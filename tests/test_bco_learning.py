@@ -10,14 +10,25 @@ into one desirable and one undesirable row per pair. The rows are read in random
 desirable rows only. The held-out set is the 64 test pairs, unpaired the same way, so the margin
 compares right and wrong answers to the same prompts.
 
-Measured on the 2-core machine (BCO 100 steps, lr 1e-4, beta 0.1, batch 16, one thread): every
-reward is exactly 0 before BCO (policy = reference). After it, seed 42: held-out margin 0.050
-(desirable 0.014, undesirable -0.036, δ 0.011); the training margin, logged every 20 steps, goes
-0.002, 0.008, 0.038, 0.060, 0.084. Seed 1: held-out margin 0.056 (0.003 / -0.052, δ -0.002).
-lr 3e-4 for 60 steps: 0.051. The same run reading rows in order, all desirable rows first:
-held-out margin 0.029 only, and δ = 0.159 above *both* classes' rewards (0.123 and 0.094), because
-the first half of training saw desirable rewards alone. The thresholds leave room for thread-count
-noise.
+Measured (BCO 100 steps, lr 1e-4, beta 0.1, batch 16): every reward is exactly 0 before BCO
+(policy = reference). lr 3e-4 for 60 steps gave about the same held-out margin as the run here
+(0.051 against 0.050 then). The same run reading rows in order, all desirable rows first:
+held-out margin 0.029 only, and δ = 0.159 above *both* classes' rewards (0.123 and 0.094),
+because the first half of training saw desirable rewards alone.
+
+Across CPUs, with benchmarks/cross_cpu.py (benchmarks/results/cross_cpu.md) on an AMD EPYC:
+five CPU settings (AVX2 and no-SIMD kernels, 1 and 2 threads, MKL_CBWR=COMPATIBLE) at seed
+offset 0, then seed offsets 1 and 2 (the warm start's seed moves too). The warm start's 800
+SFT steps end at slightly different weights under each setting (its greedy answers change:
+tests/test_sft_learning.py), and BCO's numbers move with them:
+- held-out margin 0.131 / 0.063 / 0.077 / 0.059 / 0.056, then 0.075 / 0.059. Threshold 0: right
+  answers above wrong ones. It sits 2.8 sd below the mean (0.074, sd 0.026), short of the
+  3 sd we aim for; the lowest of seven runs cleared it by 0.056.
+- training margin at the last log 0.067-0.129 (mean 0.096, sd 0.019) and its growth from the
+  first log 0.069-0.099 (mean 0.084, sd 0.011); threshold 0 for both (5 and 7.6 sd).
+Not asserted: where δ, the mean of every reward seen in training, falls among the held-out
+rewards. It sat above the wrong answers' mean by 0.000-0.112 and around the right answers' mean
+(-0.020 to +0.058): no side is reliable in one run.
 """
 
 import datasets
@@ -78,17 +89,13 @@ def test_bco_starts_with_zero_rewards(before_and_after):
 @pytest.mark.learning
 def test_bco_separates_right_from_wrong_answers_on_heldout_pairs(before_and_after, measured):
     _, after, _ = before_and_after
-    measured.at_least("held-out reward margin", after["eval_rewards/margins"], 0.03)
+    measured.at_least("held-out reward margin", after["eval_rewards/margins"], 0.0)
 
 
 @pytest.mark.learning
-def test_bco_training_margin_grows_and_delta_follows_the_rewards(before_and_after, measured):
-    _, after, history = before_and_after
+def test_bco_training_margin_grows(before_and_after, measured):
+    _, _, history = before_and_after
     margins = [row["rewards/margins"] for row in history if "rewards/margins" in row]
     assert len(margins) == BCO_STEPS // 20
     measured.at_least("training margin growth, first to last log", margins[-1] - margins[0], 0.0)
     measured.at_least("last training margin", margins[-1], 0.0)
-    # δ, the mean of all rewards so far, lies between the two classes' rewards at the end.
-    delta = after["eval_delta"]
-    measured.at_least("delta - held-out rejected reward", delta - after["eval_rewards/rejected"], 0)
-    measured.at_least("held-out chosen reward - delta", after["eval_rewards/chosen"] - delta, 0)

@@ -145,3 +145,38 @@ def test_benchmarks_ports_finds_every_port_and_nothing_else():
         p.name[len("test_") : -len("_parity.py")] for p in REPO.glob("tests/test_*_parity.py")
     }
     assert set(ports.discover()) == parity_tests == {"bco", "nash_md", "ppo", "prm", "xpo"}
+
+
+def test_benchmarks_cross_cpu_keeps_each_tests_latest_record():
+    """benchmarks/cross_cpu.py folds a `-k` rerun into a setting's record test by test, drops
+    tests that no longer exist, reports the threshold a test asserts now, and counts the recorded
+    values that fall short of it."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import cross_cpu
+
+    def run(at, *records):
+        tests = [
+            {"test": t, "measured": {"gain": {"value": v, "at_least": bound}}}
+            for t, v, bound in records
+        ]
+        return {
+            "measured_at": at,
+            "summary": "",
+            "wall_s": 1.0,
+            "exit_code": 0,
+            "args": [],
+            "tests": tests,
+        }
+
+    ten, eleven = "2026-01-01 10:00 UTC", "2026-01-01 11:00 UTC"
+    first = cross_cpu.merge({}, run(ten, ("t::a", 0.5, 0.1), ("t::gone", 1.0, 0.0)), {"t::a"})
+    assert set(first["tests"]) == {"t::a"}
+    other = cross_cpu.merge({}, run(ten, ("t::a", 0.05, 0.1)), {"t::a"})
+    cross_cpu.merge(first, run(eleven, ("t::a", 0.3, 0.2)), {"t::a"})  # a rerun, new threshold
+    assert len(first["invocations"]) == 2
+
+    entry = cross_cpu.quantities({"x": first, "y": other})[("t::a", "gain")]
+    assert entry["threshold"] == {"at_least": 0.2}
+    assert entry["values"] == {"x": 0.3, "y": 0.05}
+    mean, sd, _, short = cross_cpu.margin(entry)
+    assert (mean, short) == (pytest.approx(0.175), 1)

@@ -50,7 +50,7 @@ def test_golden_curve(key, tiny, record_property):
         )
     stored = json.loads(path.read_text())["log_history"]
     now = golden.run(key, tiny.root)
-    record_property("largest relative difference", golden.largest_relative_difference(stored, now))
+    record_property("share of the tolerance used", golden.tolerance_used(stored, now))
     differences = golden.diff(stored, now)
     if differences:
         pytest.fail(

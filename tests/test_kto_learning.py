@@ -8,12 +8,18 @@ runs from random initialisation gave held-out margins of -0.5 to 0 after 60-120 
 prompt-completion demonstrations), then runs KTO from that checkpoint, which is also the reference
 model, on the thumbs-up/down rows.
 
-Measured on the 2-core CI machine with these seeds (SFT 200 steps, then KTO 160 steps, lr 1e-4,
-beta 0.1, batch 16): held-out margins are exactly 0 before KTO (policy = reference); after it,
-the margin on the 64 held-out *pairs* (same prompt, right vs wrong answer) is 0.038 and on the 64
-held-out unpaired rows 0.060. The same SFT start with lr 3e-4 for 100 steps gave 0.031 and 0.016;
-lr 1e-3 for 60 steps over-shot (-0.038 and -0.045, log-probs of right answers collapsed from
--10.4 to -26.9). The asserted margins leave room for thread-count noise.
+Measured with benchmarks/cross_cpu.py (benchmarks/results/cross_cpu.md) on an AMD EPYC (SFT 200
+steps, then KTO 160 steps, lr 1e-4, beta 0.1, batch 16). Held-out margins are exactly 0 before
+KTO (policy = reference). The five CPU settings (AVX2 and no-SIMD kernels, 1 and 2 threads,
+MKL_CBWR=COMPATIBLE) agree to 4 digits; the seed (offsets 0 / 1 / 2) moves the run more:
+- margin on the 64 held-out *pairs* (same prompt, right vs wrong answer): 0.038 / 0.042 / 0.044
+  (threshold 0.02: mean 0.042, sd 0.003, 7 sd below);
+- last logged training margin 0.071 / 0.093 / 0.067, its growth from the first log 0.059 /
+  0.084 / 0.057 (threshold 0 for both: at least 4.5 sd below).
+Not asserted: the margin between the 64 held-out desirable and 64 undesirable *rows*, which
+compares different prompts: 0.060 / 0.004 / 0.045, too close to 0 for one run to be trusted.
+The same SFT start with lr 3e-4 for 100 steps gave pair margin 0.031; lr 1e-3 for 60 steps
+over-shot (-0.038, log-probs of right answers collapsed from -10.4 to -26.9).
 """
 
 import datasets
@@ -104,12 +110,6 @@ def test_kto_starts_with_zero_rewards(before_and_after):
 def test_kto_separates_right_from_wrong_answers_on_heldout_pairs(before_and_after, measured):
     _, after, _ = before_and_after
     measured.at_least("held-out pair margin", after["pair_margin"], 0.02)
-
-
-@pytest.mark.learning
-def test_kto_separates_desirable_from_undesirable_heldout_rows(before_and_after, measured):
-    _, after, _ = before_and_after
-    measured.at_least("held-out unpaired margin", after["unpaired_margin"], 0.03)
 
 
 @pytest.mark.learning

@@ -16,9 +16,13 @@ What we measured (seed 42, batch 32, constant lr, the tiny token classifier from
   0.627, 0.618, i.e. still the majority share. lr 3e-3 for 800 steps: the same picture (loss
   0.637-0.667, accuracy 0.609-0.636).
 So the PRM learns calibrated step probabilities better than the label prior, but not yet enough
-to flip an argmax on this toy task. The assertion uses that measurement, with room for
-thread-count noise; about 50 s on a busy 2-core machine.
-"""
+to flip an argmax on this toy task.
+
+Across CPUs, with benchmarks/cross_cpu.py (benchmarks/results/cross_cpu.md) on an AMD EPYC: at seed
+offset 0 the five CPU settings (AVX2 and no-SIMD kernels, 1 and 2 threads, MKL_CBWR=COMPATIBLE)
+agree to 2 digits (held-out loss 0.0291-0.0292 below H); seed offsets 1 and 2 give 0.0185 and
+0.0198. Threshold 0.005 below H (mean 0.0225 over the seeds, sd 0.0058: 3.0 sd). Accuracy minus the
+majority share: -0.009, -0.009, 0.000 (threshold -0.04)."""
 
 import json
 import math
@@ -83,7 +87,7 @@ def test_prm_held_out_loss_beats_the_label_prior(tiny, run, measured):
     prior_entropy = -(share * math.log(share) + (1 - share) * math.log(1 - share))
     before, after = run
     measured.at_least("fresh head's loss above the prior's", before["eval_loss"] - prior_entropy, 0)
-    measured.at_least("held-out loss below the prior's", prior_entropy - after["eval_loss"], 0.01)
+    measured.at_least("held-out loss below the prior's", prior_entropy - after["eval_loss"], 0.005)
     # Accuracy stays at the majority share: no collapse below it.
     measured.at_least(
         "held-out accuracy minus majority share", after["eval_accuracy"] - share, -0.04

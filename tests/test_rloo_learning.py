@@ -1,5 +1,5 @@
 """RLOO learns the toy task from its verifiable reward: the reward of the completions it samples
-rises, and so does the share of problems it solves by greedy decoding.
+rises, and greedy decoding does not lose the problems it solved.
 
 The tiny random policy never solves a problem (every group's rewards are 0: no signal), so RLOO
 starts from the shared SFT warm start (tests/warm_start.py: ~40% of problems solved). Settings,
@@ -9,13 +9,17 @@ completions) per step, temperature 1.0, at most 10 completion tokens, lr 3e-4 co
 steps, the RLOOConfig defaults otherwise (KL penalty beta 0.05 in the reward, so a reference
 model is loaded; no advantage normalisation).
 
-Measured, the RLOOTrainer seed varied (42, the one used / 1), same warm start:
-- mean sampled reward (the task reward, without the KL term), steps 1-50 -> 151-200
-  (asserted: rise > 0.04): 0.325 -> 0.402 / 0.330 -> 0.386;
-- greedy solve rate on the 256 training prompts (asserted: rise > 0.08):
-  0.473 -> 0.648 / 0.473 -> 0.633;
-- greedy solve rate on the 64 held-out prompts: 0.375 -> 0.438 / 0.375 (asserted only as
-  "no collapse").
+Measured with benchmarks/cross_cpu.py (benchmarks/results/cross_cpu.md) on an AMD EPYC, under
+five CPU settings (AVX2 and no-SIMD kernels, 1 and 2 threads, MKL_CBWR=COMPATIBLE) at seed
+offset 0, then seed offsets 1 and 2 (which move the SFT warm start too):
+- mean sampled reward (the task reward, without the KL term), steps 151-200 minus steps 1-50:
+  0.071 / 0.083 / 0.078 / 0.083 / 0.068, then 0.062 / 0.054. Threshold 0.035: mean 0.071, sd
+  0.011, 3.3 sd below.
+- greedy solve rate on the 256 training prompts, after minus before: 0.129 / 0.063 / 0.082 /
+  0.078 / 0.047, then 0.059 / 0.141. It rose in every run, but spread too much (mean 0.085, sd
+  0.036) to assert a rise in one run at 3 sd; asserted: it does not fall by more than 0.03
+  (3.2 sd below the mean).
+- the same on the 64 held-out prompts: GREEDY_HELD_OUT (asserted only as no collapse, -0.1).
 Wall time on the 2-core machine, nearly idle: this module and tests/test_grpo_learning.py
 together 54 s in one session, including the tiny fixture and the SFT warm start (~13 s); the
 RLOO run alone (a reference model too) ~15-27 s. Alone with OMP_NUM_THREADS=1 on a loaded
@@ -33,7 +37,13 @@ WINDOW = 50  # steps averaged at each end of the run
 @pytest.fixture(scope="module")
 def rloo_run(tiny, sft_warm_policy, tmp_path_factory, seed_offset):  # noqa: F811
     return train_from_warm_start(
-        RLOOTrainer, RLOOConfig, tiny, sft_warm_policy, tmp_path_factory, STEPS, 42 + seed_offset
+        RLOOTrainer,
+        RLOOConfig,
+        tiny,
+        sft_warm_policy,
+        tmp_path_factory,
+        STEPS,
+        42 + seed_offset,
     )
 
 
@@ -44,19 +54,13 @@ def test_rloo_raises_sampled_reward(rloo_run, measured):
     first = sum(rewards[:WINDOW]) / WINDOW
     last = sum(rewards[-WINDOW:]) / WINDOW
     assert 0.15 < first < 0.5  # the warm start: groups mix right and wrong answers
-    measured.at_least(
-        "sampled reward rise, first to last 50 steps", last - first, 0.04
-    )  #  # measured +0.077 / +0.056
+    measured.at_least("sampled reward rise, first to last 50 steps", last - first, 0.035)
 
 
 @pytest.mark.learning
-def test_rloo_solves_more_training_problems_greedily(rloo_run, measured):
+def test_rloo_keeps_greedy_solving(rloo_run, measured):
     before, after, _ = rloo_run
     assert before["train"] > 0.3  # the warm start solves some problems
-    measured.at_least(
-        "greedy solve-rate gain, training prompts", after["train"] - before["train"], 0.08
-    )  #  # measured +0.18 / +0.16
-    # No collapse on held-out prompts.
-    measured.at_least(
-        "greedy solve-rate change, held-out prompts", after["test"] - before["test"], -0.1
-    )
+    train, held_out = (after[s] - before[s] for s in ("train", "test"))
+    measured.at_least("greedy solve-rate change, training prompts", train, -0.03)
+    measured.at_least("greedy solve-rate change, held-out prompts", held_out, -0.1)
