@@ -114,7 +114,7 @@ def pytest_addoption(parser):
         type=int,
         default=0,
         help="add this to every learning test's seeds, to measure how its numbers spread "
-        "(benchmarks/cross_cpu.py --seed-offsets); the thresholds are set for offset 0",
+        "(benchmarks/cross_cpu.py --seed-offsets); the suite runs offset 0",
     )
 
 
