@@ -210,6 +210,9 @@ def margin(entry: dict) -> tuple[float, float, float | None, int]:
     return mean, sd, (sign * (mean - threshold) / sd if sd > 0 else float("inf")), short
 
 
+PIPE = "\\|"  # a "|" inside a Markdown table cell
+
+
 def table(results: dict) -> str:
     runs = results["runs"]
     lines = [
@@ -235,7 +238,8 @@ def table(results: dict) -> str:
             (kind, bound), *_ = entry["threshold"].items()
             threshold = f"{'≥' if kind == 'at_least' else '≤'} {bound:g}"
         lines.append(
-            f"| `{test.split('::')[-1]}`: {quantity} | {threshold} | {len(values)} | "
+            f"| `{test.split('::')[-1]}`: {quantity.replace('|', PIPE)} | {threshold} | "
+            f"{len(values)} | "
             f"{min(values):.4g} | {max(values):.4g} | {mean:.4g} | {sd:.3g} | "
             f"{'—' if sds is None else f'{sds:.1f}'} | {short} |"
         )

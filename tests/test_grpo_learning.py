@@ -17,8 +17,9 @@ last-bit difference into another token, so every setting runs its own course:
   0.078 / 0.055, then 0.047 / 0.105. It rose in every run, but spread too much (mean 0.075, sd
   0.031) to assert a rise in one run at 3 sd; asserted: it does not fall by more than 0.03
   (3.4 sd below the mean).
-- the same on the 64 held-out prompts: GREEDY_HELD_OUT (flat: asserted only as no collapse,
-  -0.1; the rewarded prompts are where GRPO's signal acts).
+- the same on the 64 held-out prompts: 0.031 / 0.000 / 0.047 / -0.047 / -0.078, then 0.094 / -0.016.
+  Asserted only as no collapse (at least -0.2): the rewarded prompts are where GRPO's signal acts,
+  and 64 prompts move in steps of 0.016.
 Weaker settings barely moved (lr 3e-4, 60 steps of 64 completions: reward 0.26 -> 0.28), and
 lr >= 1e-3 wrecked the warm start (lr 2e-3: reward 0.27 -> 0.07).
 Wall time on the 2-core machine, nearly idle: this module and tests/test_rloo_learning.py
@@ -64,4 +65,4 @@ def test_grpo_keeps_greedy_solving(grpo_run, measured):
     assert before["train"] > 0.3  # the warm start solves some problems
     train, held_out = (after[s] - before[s] for s in ("train", "test"))
     measured.at_least("greedy solve-rate change, training prompts", train, -0.03)
-    measured.at_least("greedy solve-rate change, held-out prompts", held_out, -0.1)
+    measured.at_least("greedy solve-rate change, held-out prompts", held_out, -0.2)

@@ -19,7 +19,8 @@ offset 0, then seed offsets 1 and 2 (which move the SFT warm start too):
   0.078 / 0.047, then 0.059 / 0.141. It rose in every run, but spread too much (mean 0.085, sd
   0.036) to assert a rise in one run at 3 sd; asserted: it does not fall by more than 0.03
   (3.2 sd below the mean).
-- the same on the 64 held-out prompts: GREEDY_HELD_OUT (asserted only as no collapse, -0.1).
+- the same on the 64 held-out prompts: 0.078 / 0.062 / 0.016 / -0.031 / -0.047, then 0.016 / 0.000.
+  Asserted only as no collapse (at least -0.2).
 Wall time on the 2-core machine, nearly idle: this module and tests/test_grpo_learning.py
 together 54 s in one session, including the tiny fixture and the SFT warm start (~13 s); the
 RLOO run alone (a reference model too) ~15-27 s. Alone with OMP_NUM_THREADS=1 on a loaded
@@ -63,4 +64,4 @@ def test_rloo_keeps_greedy_solving(rloo_run, measured):
     assert before["train"] > 0.3  # the warm start solves some problems
     train, held_out = (after[s] - before[s] for s in ("train", "test"))
     measured.at_least("greedy solve-rate change, training prompts", train, -0.03)
-    measured.at_least("greedy solve-rate change, held-out prompts", held_out, -0.1)
+    measured.at_least("greedy solve-rate change, held-out prompts", held_out, -0.2)
