@@ -78,10 +78,8 @@ def solved_fraction(model, tokenizer, prompts, samples_per_prompt=0) -> float:
         decoding["num_return_sequences"] = samples_per_prompt
     else:
         decoding = {"do_sample": False}
-    with (
-        torch.random.fork_rng(),
-        torch.no_grad(),
-    ):  # leave the trainer's random stream alone
+    # fork_rng: sampling here must not move the trainer's random stream.
+    with torch.random.fork_rng(), torch.no_grad():
         torch.manual_seed(123)
         generated = model.generate(**batch, max_new_tokens=12, **decoding)
     completions = tokenizer.batch_decode(
@@ -95,7 +93,7 @@ def solved_fraction(model, tokenizer, prompts, samples_per_prompt=0) -> float:
 def train_from_warm_start(trainer_class, config_class, tiny, policy, tmp_path_factory, steps, seed):
     """GRPO or RLOO on the toy task from the SFT warm start, with the same settings for both:
     the script's default `arithmetic_reward`, 8 prompts x 16 completions per step, at most 10
-    completion tokens, lr 3e-4, `steps` steps, seed 42.
+    completion tokens, lr 3e-4, `steps` steps, seed `seed` (42 in the suite).
 
     Returns the greedy solve rates (train / test prompts) before and after, and the logged mean
     reward of every step.
