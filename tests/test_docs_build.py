@@ -341,20 +341,6 @@ def test_directive_keeps_the_text_after_it_outside_the_code():
     assert out.endswith("```\n\n1. A note.\n")
 
 
-def test_walkthrough_notes_render_as_lists(built_site):
-    """Every source excerpt followed by numbered notes renders them as a real <ol>.
-
-    (Two excerpts may stand back to back, the notes after the second: only excerpts followed by
-    a "1." line count.)
-    """
-    for path in sorted((REPO / "annotated_trainers").glob("*.md")):
-        html = (built_site / "annotated_trainers" / f"{path.stem}.html").read_text()
-        noted = len(
-            re.findall(r"^[ \t]*\[\[trl-source:.*\]\][ \t]*\n\n[ \t]*1\. ", path.read_text(), re.M)
-        )
-        assert html.count("<ol>") >= noted, f"{path.name}: notes merged into code blocks"
-
-
 @pytest.mark.parametrize("name", CONFIGS)
 def test_config_fields_show_their_real_defaults(trl_api, name):
     """A field renders as `name: type = <default>`, and that default is the installed class's."""

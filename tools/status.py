@@ -12,27 +12,12 @@ import importlib.metadata
 import re
 from pathlib import Path
 
+from annotated_trl.methods import METHODS as TABLE
+
 REPO = Path(__file__).resolve().parent.parent
 
-# key -> (name on the site, trainer class in TRL)
-METHODS = {
-    "sft": ("SFT", "SFTTrainer"),
-    "dpo": ("DPO", "DPOTrainer"),
-    "reward": ("Reward modelling", "RewardTrainer"),
-    "kto": ("KTO", "KTOTrainer"),
-    "orpo": ("ORPO", "ORPOTrainer"),
-    "cpo": ("CPO", "CPOTrainer"),
-    "grpo": ("GRPO", "GRPOTrainer"),
-    "rloo": ("RLOO", "RLOOTrainer"),
-    "online_dpo": ("Online DPO", "OnlineDPOTrainer"),
-    "gkd": ("GKD", "GKDTrainer"),
-    "distillation": ("Distillation", "DistillationTrainer"),
-    "ppo": ("PPO", "PPOTrainer"),
-    "bco": ("BCO", "BCOTrainer"),
-    "nash_md": ("Nash-MD", "NashMDTrainer"),
-    "xpo": ("XPO", "XPOTrainer"),
-    "prm": ("PRM", "PRMTrainer"),
-}
+# key -> (name on the site, trainer class in TRL), in the site's order
+METHODS = {m.key: (m.name, m.trainer) for m in TABLE}
 TEST_KINDS = ("smoke", "learning", "math", "badinput", "parity")
 # Parity (step-by-step equality with trl 1.12.0) applies only to our ports of removed trainers.
 PORT_ONLY = {"parity"}

@@ -4,17 +4,22 @@
 - annotated_examples/<key>_training.py becomes the page annotated_examples/<key>_training.md
   (rendered by script_pages.py) and is also published as-is, for download;
 - each folder gets an index page, generated in memory, listing its pages;
-- in mkdocs.yml's `nav:`, an entry whose value is a folder name with a trailing slash
-  ("Reference guides: reference_guides/") expands to [index page, every page of the folder].
+- in mkdocs.yml's `nav:`, the entry "Methods: methods/" expands to a generated overview page and,
+  family by family in the order of `annotated_trl.methods.METHODS`, each method's three pages
+  (Walkthrough, Math, Script), then any content page that belongs to no method (the notation);
+- every page of a method starts with a bar that links its three pages.
 
 Files are read from the repository folders in place, and `mkdocs serve` watches them.
 """
 
 import re
+from itertools import groupby
 from pathlib import Path
 
 from mkdocs.structure.files import File
 from script_pages import script_to_markdown, split_script
+
+from annotated_trl.methods import BY_KEY, METHODS
 
 # folder -> (glob of its page sources, one-line description for its index page)
 SECTIONS = {
@@ -31,6 +36,15 @@ SECTIONS = {
         "Training scripts that run for real, shown with their comments beside the code.",
     ),
 }
+
+
+# The three pages of a method, as the navigation and the method bar label them.
+KINDS = {
+    "annotated_trainers": "Walkthrough",
+    "reference_guides": "Math",
+    "annotated_examples": "Script",
+}
+OVERVIEW = "methods/index.md"  # the index of the "Methods" section
 
 
 def _root(config) -> Path:
@@ -61,21 +75,109 @@ def page_title(path: Path) -> str:
     return m.group(1).strip() if m else path.stem
 
 
+def method_key(uri: str) -> str | None:
+    """The method a content page belongs to ("annotated_examples/dpo_training.md" -> "dpo")."""
+    folder, _, name = uri.partition("/")
+    key = name.removesuffix(".md").removesuffix("_training")
+    return key if folder in KINDS and key in BY_KEY else None
+
+
+def method_pages(root: Path) -> dict[str, dict[str, str]]:
+    """key -> {label: page uri} for every method page that exists, in KINDS order."""
+    pages: dict[str, dict[str, str]] = {}
+    for folder, paths in section_sources(root).items():
+        for path in paths:
+            uri = page_uri(path)
+            if key := method_key(uri):
+                pages.setdefault(key, {})[KINDS[folder]] = uri
+    return pages
+
+
+def methods_nav(root: Path) -> list:
+    """The "Methods" section: overview, families of methods, then pages of no method."""
+    pages = method_pages(root)
+    nav: list = [OVERVIEW]
+    for family, rows in groupby(METHODS, key=lambda m: m.family):
+        entries = [
+            {m.name: [{k: v} for k, v in pages[m.key].items()]} for m in rows if m.key in pages
+        ]
+        if entries:
+            nav.append({family: entries})
+    for paths in section_sources(root).values():
+        nav += [{page_title(p): page_uri(p)} for p in paths if not method_key(page_uri(p))]
+    return nav
+
+
+def overview_markdown(root: Path) -> str:
+    """The Methods overview: every method's three pages in one table, family by family."""
+    pages = method_pages(root)
+    lines = [
+        "# Methods",
+        "",
+        "Every method has three pages: a **walkthrough** of the trainer's real code, the **math** "
+        "with its equations checked against that code, and an annotated **script** that trains "
+        "for real. Methods marked *ours* were removed from TRL; we implement them, equal to trl "
+        "1.12.",
+    ]
+    for family, rows in groupby(METHODS, key=lambda m: m.family):
+        lines += [
+            "",
+            f"## {family}",
+            "",
+            "| Method | Trainer | " + " | ".join(KINDS.values()) + " |",
+        ]
+        lines.append("|---|---|" + "---|" * len(KINDS))
+        for m in rows:
+            links = [
+                f"[{k}](../{u})" if (u := pages.get(m.key, {}).get(k)) else "—"
+                for k in KINDS.values()
+            ]
+            trainer = f"`{m.trainer}`" + (" (ours)" if m.port else "")
+            lines.append(f"| {m.name} | {trainer} | " + " | ".join(links) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def on_config(config):
-    pages = section_sources(_root(config))
+    root = _root(config)
 
     def expand(entry):
         if isinstance(entry, dict):
             return {k: expand(v) for k, v in entry.items()}
         if isinstance(entry, list):
             return [expand(e) for e in entry]
-        if isinstance(entry, str) and entry.rstrip("/") in SECTIONS and entry.endswith("/"):
-            folder = entry.rstrip("/")
-            return [f"{folder}/index.md"] + [page_uri(p) for p in pages[folder]]
+        if entry == "methods/":
+            return methods_nav(root)
         return entry
 
     config.nav = expand(config.nav)
     return config
+
+
+def on_page_markdown(markdown, page, config, files):
+    """Put the method bar (Walkthrough · Math · Script) under the page's first heading."""
+    key = method_key(page.file.src_uri)
+    if key is None:
+        return markdown
+    here = page.file.src_uri
+    label = KINDS[here.partition("/")[0]]
+    # The header and the browser tab say which method and which page ("GRPO · Walkthrough"); the
+    # navigation keeps the short labels.
+    page.meta.setdefault("title", f"{BY_KEY[key].name} · {label}")
+    links = []
+    for label, uri in method_pages(_root(config))[key].items():
+        target = "../" + uri
+        links.append(
+            f"[{label}]({target}){{ .method-bar-current }}"
+            if uri == here
+            else f"[{label}]({target})"
+        )
+    bar = (
+        f'<nav class="method-bar" markdown="1" aria-label="{BY_KEY[key].name} pages">'
+        f"**{BY_KEY[key].name}** {' '.join(links)}</nav>"
+    )
+    heading = re.search(r"^# .*$", markdown, flags=re.M)
+    at = heading.end() if heading else 0
+    return markdown[:at] + "\n\n" + bar + "\n\n" + markdown[at:]
 
 
 def on_serve(server, config, builder):
@@ -113,4 +215,5 @@ def on_files(files, config):
         body = "\n".join(links) or "No pages yet."
         index = f"# {title}\n\n{blurb}\n\n{body}\n"
         files.append(File.generated(config, f"{folder}/index.md", content=index))
+    files.append(File.generated(config, OVERVIEW, content=overview_markdown(root)))
     return files

@@ -113,8 +113,6 @@ def script_to_markdown(source: str, script_name: str) -> str:
     # out of reach of the Markdown block parsers.
     attr = html.escape(source, quote=True).replace("\n", "&#10;")
     parts = [
-        # The two columns need the width of the navigation sidebar; the table of contents stays.
-        "---\nhide:\n  - navigation\n---",
         f"# {title}",
         intro.strip(),
         '<div class="docco-actions" markdown="1">',

@@ -16,10 +16,27 @@ It becomes a fenced Python block, dedented, titled "trl/trainer/sft_trainer.py �
 trl 1.16.0" and numbered with the real line numbers. A directive that does not resolve is a
 warning, so the strict build fails and names the page and the directive. Our repository never
 stores TRL source: it is read from the installed package at every build.
+
+A directive followed on the next line by notes is a *walk*: the excerpt is cut into steps, one
+per note, each shown beside its note (note left, code right; stacked on a phone):
+
+    [[trl-source: trl.trainer.grpo_trainer.GRPOTrainer._calculate_rewards]]
+    [[note `keys = [key for key in`]]
+    Markdown of the note, any number of lines ...
+    [[note `if isinstance(reward_func, nn.Module)` `reward_func(**reward_inputs)`]]
+    ...
+    [[fold `if self.use_vllm`]] Why this step is not explained here.
+    [[end]]
+
+A note's first anchor starts its step at the first line, after the previous step's start, that
+contains it; more anchors highlight further lines of the same step. A `fold` step is collapsed
+behind its note. Anchors name lines by content, so a TRL upgrade that removes a line fails the
+build; so does a step of more than MAX_STEP_LINES lines that is not folded.
 """
 
 import ast
 import functools
+import html
 import importlib
 import inspect
 import os
@@ -64,10 +81,122 @@ class Excerpt:
         return f"{self.path} · L{self.start}–{self.end} · {self.package_version}"
 
     def markdown(self, indent: str = "") -> str:
-        longest = max((len(m) for m in re.findall(r"`+", self.code)), default=0)
-        fence = "`" * max(3, longest + 1)  # TRL docstrings contain ``` examples
-        block = f'{fence}python title="{self.title}" linenums="{self.start}"\n{self.code}\n{fence}'
+        block = fenced(self.code, self.start, f'title="{self.title}"')
         return textwrap.indent(block, indent, lambda line: True)
+
+
+def fenced(code: str, first_line: int, options: str = "") -> str:
+    """A fenced Python block numbered from `first_line`; `options` e.g. 'hl_lines="1 3"'."""
+    longest = max((len(m) for m in re.findall(r"`+", code)), default=0)
+    fence = "`" * max(3, longest + 1)  # TRL docstrings contain ``` examples
+    return f'{fence}python linenums="{first_line}" {options}'.rstrip() + f"\n{code}\n{fence}"
+
+
+# --- Walks: an excerpt cut into steps, each beside its note -------------------------------------
+
+MAX_STEP_LINES = 30
+WALK_RE = re.compile(
+    r"^\[\[trl-source:(?P<body>.+?)\]\][ \t]*\n"
+    r"(?P<notes>\[\[(?:note|fold)\b.*?)^\[\[end\]\][ \t]*$",
+    re.M | re.S,
+)
+NOTE_RE = re.compile(r"^\[\[(?P<kind>note|fold)(?P<anchors>(?:[ \t]+`[^`\n]+`)+)[ \t]*\]\]", re.M)
+
+
+@dataclass
+class Note:
+    kind: str  # "note", or "fold": the step's code is collapsed behind the note
+    anchors: list[str]  # the first starts the step; the others are highlighted inside it
+    text: str  # Markdown
+
+
+@dataclass
+class Step:
+    note: Note | None  # None for the lines before the first note
+    first_line: int  # in the source file
+    code: str
+    highlights: list[int]  # 1-based, within the step
+
+
+def parse_notes(text: str) -> list[Note]:
+    """The notes of a walk (the text between its directive and `[[end]]`)."""
+    marks = list(NOTE_RE.finditer(text))
+    if not marks or text[: marks[0].start()].strip():
+        raise SourceError("a walk must start with a [[note `...`]] or [[fold `...`]] line")
+    ends = [m.start() for m in marks[1:]] + [len(text)]
+    return [
+        Note(m["kind"], re.findall(r"`([^`]+)`", m["anchors"]), text[m.end() : end].strip())
+        for m, end in zip(marks, ends, strict=True)
+    ]
+
+
+def cut_into_steps(excerpt: Excerpt, notes: list[Note]) -> list[Step]:
+    """Cut the excerpt at each note's first anchor; check every anchor and every step's length."""
+    lines = excerpt.code.splitlines()
+    starts, after = [], 0
+    for note in notes:
+        at = next((i for i in range(after, len(lines)) if note.anchors[0] in lines[i]), None)
+        if at is None:
+            where = f"after L{excerpt.start + after - 1}" if after else "anywhere"
+            raise SourceError(f"anchor `{note.anchors[0]}` not found {where} in {excerpt.title}")
+        starts.append(at)
+        after = at + 1
+
+    pieces = [(None, 0, starts[0])] if starts[0] > 0 else []
+    pieces += zip(notes, starts, starts[1:] + [len(lines)], strict=True)
+    steps = []
+    for note, begin, stop in pieces:
+        body = lines[begin:stop]
+        while body and not body[-1].strip():
+            body.pop()
+        highlights = [1] if note else []
+        for anchor in note.anchors[1:] if note else []:
+            row = next((j for j, line in enumerate(body, 1) if anchor in line), None)
+            if row is None:
+                raise SourceError(
+                    f"anchor `{anchor}` not found in the step at L{excerpt.start + begin}"
+                )
+            highlights.append(row)
+        folded = note is not None and note.kind == "fold"
+        if len(body) > MAX_STEP_LINES and not folded:
+            raise SourceError(
+                f"the step at L{excerpt.start + begin} has {len(body)} lines (at most "
+                f"{MAX_STEP_LINES}): add a note inside it or fold it"
+            )
+        steps.append(Step(note, excerpt.start + begin, "\n".join(body), highlights))
+    return steps
+
+
+def walk_markdown(excerpt: Excerpt, steps: list[Step]) -> str:
+    """Each step as a row: note on the left, its code on the right (docco-section, as on the
+    script pages), the anchored lines highlighted."""
+    parts = [
+        '<div class="walk" markdown="1">',
+        f'<p class="walk-source">{html.escape(excerpt.title)}</p>',
+    ]
+    for step in steps:
+        note = step.note.text if step.note else ""
+        hl = " ".join(map(str, step.highlights))
+        code = fenced(step.code, step.first_line, f'hl_lines="{hl}"' if hl else "")
+        if step.note and step.note.kind == "fold":
+            last = step.first_line + step.code.count("\n")
+            code = (
+                f'<details class="walk-fold" markdown="1">\n<summary>L{step.first_line}–{last}'
+                f" folded: show the code</summary>\n\n{code}\n\n</details>"
+            )
+        parts += [
+            '<div class="docco-section walk-step" markdown="1">',
+            f'<div class="docco-doc" markdown="1">\n\n{note}\n\n</div>',
+            f'<div class="docco-code" markdown="1">\n\n{code}\n\n</div>',
+            "</div>",
+        ]
+    parts.append("</div>")
+    return "\n\n".join(parts)
+
+
+def find_walks(markdown: str) -> list[tuple[str, list[Note]]]:
+    """(directive, notes) of every walk in a page. The tests use this."""
+    return [(m["body"].strip(), parse_notes(m["notes"])) for m in WALK_RE.finditer(markdown)]
 
 
 def find_directives(markdown: str) -> list[str]:
@@ -175,6 +304,17 @@ def resolve(directive: str) -> Excerpt:
 
 
 def on_page_markdown(markdown, page, config, files):
+    def replace_walk(m):
+        try:
+            excerpt = resolve(m["body"].strip())
+            return walk_markdown(excerpt, cut_into_steps(excerpt, parse_notes(m["notes"])))
+        except (SourceError, ImportError, SyntaxError) as e:
+            directive = f"[[trl-source: {m['body'].strip()}]]"
+            log.warning(f"{page.file.src_uri}: the walk of {directive} does not resolve: {e}")
+            return f'!!! failure "Unresolved TRL source"\n\n    `{directive}`: {e}'
+
+    markdown = WALK_RE.sub(replace_walk, markdown)
+
     def replace(m):
         try:
             return resolve(m.group("body").strip()).markdown(m.group("indent"))

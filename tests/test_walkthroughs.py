@@ -1,0 +1,118 @@
+"""Walkthrough notes sit beside the lines they explain (docs/hooks/trl_source.py, "walks").
+
+Every excerpt of TRL's source on a walkthrough page is cut into steps of at most MAX_STEP_LINES
+lines, each beside its note; a note names its line by content, so a TRL upgrade that removes the
+line fails here and in the strict build.
+"""
+
+import logging
+from types import SimpleNamespace
+
+import pytest
+import trl_source
+from docs_support import REPO, html_path
+from trl_source import (
+    MAX_STEP_LINES,
+    SourceError,
+    cut_into_steps,
+    find_directives,
+    find_walks,
+    parse_notes,
+    resolve,
+)
+
+pytestmark = pytest.mark.docs
+
+WALKTHROUGHS = sorted((REPO / "annotated_trainers").glob("*.md"))
+SYMBOL = "trl.data_utils.is_conversational"  # a short, stable function
+
+
+def walk(*notes: str) -> str:
+    return f"[[trl-source: {SYMBOL}]]\n" + "\n".join(notes) + "\n[[end]]\n"
+
+
+def test_notes_cut_the_excerpt_at_their_anchors():
+    excerpt = resolve(SYMBOL)
+    notes = parse_notes(
+        "[[note `def is_conversational(`]]\nThe signature.\n\n"
+        "[[note `supported_keys = [` `return True`]] Several\nlines, *Markdown*.\n"
+    )
+    assert [n.text for n in notes] == ["The signature.", "Several\nlines, *Markdown*."]
+    first, second = cut_into_steps(excerpt, notes)
+    lines = excerpt.code.splitlines()
+    cut = next(i for i, line in enumerate(lines) if "supported_keys = [" in line)
+    # The steps tile the excerpt (trailing blank lines trimmed), with the file's line numbers.
+    assert first.code == "\n".join(lines[:cut]).rstrip("\n")
+    assert second.code == "\n".join(lines[cut:])
+    assert (first.first_line, second.first_line) == (excerpt.start, excerpt.start + cut)
+    # The first anchor is highlighted, then every further anchor of the note, inside its step.
+    rows = second.code.splitlines()
+    assert second.highlights[0] == 1 and "return True" in rows[second.highlights[1] - 1]
+
+
+def test_lines_before_the_first_note_are_a_step_without_note():
+    excerpt = resolve(SYMBOL)
+    (lead, step) = cut_into_steps(excerpt, parse_notes("[[note `supported_keys = [`]] Ends here."))
+    assert lead.note is None and lead.highlights == [] and lead.first_line == excerpt.start
+    assert step.first_line > lead.first_line
+
+
+@pytest.mark.parametrize(
+    "notes, problem",
+    [
+        ("[[note `no such line anywhere`]] x", "not found anywhere"),
+        # Anchors are searched in order: a note cannot point back above the previous one.
+        ("[[note `return False`]] a\n[[note `def is_conversational(`]] b", "not found after"),
+        ("[[note `def is_conversational(` `no such line`]] x", "not found in the step"),
+        ("Text before the first note\n[[note `return False`]] x", "must start with"),
+    ],
+)
+def test_a_broken_walk_is_an_error(notes, problem):
+    with pytest.raises(SourceError, match=problem):
+        cut_into_steps(resolve(SYMBOL), parse_notes(notes))
+
+
+def test_a_long_step_must_be_cut_or_folded():
+    long = "trl.trainer.grpo_trainer.GRPOTrainer._calculate_rewards"
+    excerpt = resolve(long)
+    assert excerpt.end - excerpt.start + 1 > MAX_STEP_LINES
+    with pytest.raises(SourceError, match=f"at most {MAX_STEP_LINES}"):
+        cut_into_steps(excerpt, parse_notes("[[note `def _calculate_rewards(`]] All of it."))
+    (folded,) = cut_into_steps(excerpt, parse_notes("[[fold `@profiling_decorator`]] Later."))
+    assert folded.note.kind == "fold"
+
+
+def test_an_unresolvable_walk_warns_with_page_and_directive(caplog):
+    """The warning is what fails `mkdocs build --strict`."""
+    page = SimpleNamespace(file=SimpleNamespace(src_uri="annotated_trainers/x.md"))
+    with caplog.at_level(logging.WARNING):
+        out = trl_source.on_page_markdown(
+            walk("[[note `gone from TRL`]] x"), page=page, config=None, files=None
+        )
+    message = caplog.records[0].getMessage()
+    assert "annotated_trainers/x.md" in message and "gone from TRL" in message
+    assert "!!! failure" in out
+
+
+@pytest.mark.parametrize("path", WALKTHROUGHS, ids=lambda p: p.name)
+def test_every_excerpt_is_a_walk_that_resolves(path):
+    """No walkthrough shows a bare excerpt with its notes somewhere below it."""
+    text = path.read_text(encoding="utf-8")
+    walks = find_walks(text)
+    assert len(walks) == len(find_directives(text)), "an excerpt without notes beside it"
+    problems = []
+    for directive, notes in walks:
+        try:
+            cut_into_steps(resolve(directive), notes)
+        except SourceError as e:
+            problems.append(f"[[trl-source: {directive}]]: {e}")
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("path", WALKTHROUGHS, ids=lambda p: p.name)
+def test_built_walkthrough_shows_each_note_beside_its_code(built_site, path):
+    page = (built_site / html_path(f"annotated_trainers/{path.name}")).read_text()
+    walks = find_walks(path.read_text(encoding="utf-8"))
+    steps = sum(len(cut_into_steps(resolve(d), notes)) for d, notes in walks)
+    assert page.count('class="docco-section walk-step"') == steps
+    assert page.count('class="docco-doc"') == page.count('class="docco-code"')
