@@ -26,6 +26,7 @@ import griffe
 
 QUOTE = re.compile(r"^([ \t]*)> ?(.*)$")
 CALLOUT = re.compile(r"^\[!(\w+)\]\s*$")  # "[!NOTE]", the first line of a callout
+LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d+\.)\s")
 HF_PARAM = re.compile(r"^([ \t]+\w+) \(`.*\):[ \t]*$", re.M)  # description on the next line
 CROSS_REF = re.compile(r"\[`(~?)([\w.]+)`\]")  # [`~a.b.Name`] -> `Name`, [`a.Name`] -> `a.Name`
 DOC_PAGE_LINK = re.compile(r"\]\(([a-z][\w-]*(?:#[\w-]+)?)\)")  # ](kernels_hub) -> TRL docs page
@@ -48,7 +49,12 @@ def _blocks(text: str) -> str:
         callout = CALLOUT.match(run[0])
         if callout:
             out += [f"{indent}!!! {callout.group(1).lower()}", ""]
-            out += [f"{indent}    {line}" for line in run[1:]]
+            for previous, line in zip([""] + run[1:], run[1:], strict=False):
+                # Python-Markdown starts a list only after a blank line ("text:\n- a" is one
+                # paragraph); GitHub does not need it, so HF's callouts omit it.
+                if LIST_ITEM.match(line) and previous.strip() and not LIST_ITEM.match(previous):
+                    out.append("")
+                out.append(f"{indent}    {line}")
         elif len(run) > 1:  # an ordinary quotation: keep it
             out += [f"{indent}> {line}" for line in run]
         elif i < len(lines) and not lines[i].strip():

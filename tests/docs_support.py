@@ -44,14 +44,23 @@ def html_path(uri: str) -> str:
     return uri[: -len(".md")] + ".html"
 
 
+# The tests serve the site under a sub-path, as GitHub Pages serves a project site.
+SUB_PATH = "annotated-trl"
+
+
 @pytest.fixture(scope="session")
 def built_site(tmp_path_factory) -> Path:
-    """`mkdocs build --strict` into a temporary folder, once per test session."""
-    out = tmp_path_factory.mktemp("site")
+    """`mkdocs build --strict` into <tmp>/annotated-trl/, once per test session, built for being
+    served under /annotated-trl/ (SITE_URL, as .github/workflows/docs.yml sets it)."""
+    out = tmp_path_factory.mktemp("site") / SUB_PATH
     result = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
         cwd=REPO,
-        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+        env={
+            **os.environ,
+            "NO_MKDOCS_2_WARNING": "1",
+            "SITE_URL": f"http://127.0.0.1/{SUB_PATH}/",
+        },
         capture_output=True,
         text=True,
         timeout=600,

@@ -1,5 +1,6 @@
 """A real headless Chromium views the built site: every page is crawled (math typeset, no
-console error, no request leaving 127.0.0.1), search answers and finds every method by name, and
+console error, no request leaving 127.0.0.1, nothing wider than its column at desktop and phone
+width, walkthrough notes beside their code), search answers and finds every method by name, and
 the "Which trainer?" chooser leads to every method listed in STATUS.md.
 
 Uses Debian's chromium (`apt-get install -y chromium`), driven by the playwright package; never
@@ -13,7 +14,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import pytest
 from docs_support import html_path, site_pages
@@ -37,19 +38,38 @@ MATH_PAGES = ["reference_guides/notation.md", "reference_guides/sft.md", "index.
 SEARCH_WORD = "tokenizer"  # in docs/getting-started.md
 
 
+# Like GitHub Pages: a missing file is answered with the site's 404.html and status 404.
+NOT_FOUND_SERVER = """
+import functools, http.server, os, sys
+class Handler(http.server.SimpleHTTPRequestHandler):
+    def send_error(self, code, message=None, explain=None):
+        page = os.path.join(sys.argv[2], "404.html")
+        if code != 404 or not os.path.exists(page):
+            return super().send_error(code, message, explain)
+        body = open(page, "rb").read()
+        self.send_response(404)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+"""
+
+
 @pytest.fixture(scope="module")
 def server(built_site):
-    """`python -m http.server` on a free local port, serving the built site."""
+    """A local server for the folder above the site, so the site lives under /annotated-trl/
+    (as on GitHub Pages); missing files get the site's 404 page. Yields the site's URL."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port)],
-        cwd=built_site,
+        [sys.executable, "-c", NOT_FOUND_SERVER, str(port), str(built_site)],
+        cwd=built_site.parent,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    url = f"http://127.0.0.1:{port}/"
+    url = f"http://127.0.0.1:{port}/{built_site.name}/"
     for _ in range(100):
         try:
             urllib.request.urlopen(url, timeout=1)
@@ -59,6 +79,22 @@ def server(built_site):
     yield url
     proc.terminate()
     proc.wait(timeout=10)
+
+
+def test_not_found_page_works_under_the_sub_path(server, browser_page):
+    """A missing page deep under the sub-path gets a styled 404 whose links lead into the site."""
+    page = browser_page.context.new_page()  # its own listener, not left on the shared page
+    failed = []
+    page.on("response", lambda r: failed.append(r.url) if r.status >= 400 else None)
+    response = page.goto(server + "no/such/deep/page.html", wait_until="networkidle")
+    assert response.status == 404
+    assert failed == [server + "no/such/deep/page.html"], f"assets that did not load: {failed}"
+    assert page.locator("article h1").inner_text().strip() == "404 - Not found"
+    home = page.locator("a.md-header__button.md-logo").get_attribute("href")
+    page.goto(urljoin(page.url, home), wait_until="networkidle")
+    assert page.url in (server, server + "index.html")
+    assert page.title().startswith("Annotated TRL")
+    page.close()
 
 
 @pytest.fixture(scope="module")
@@ -144,20 +180,57 @@ def test_every_request_stays_local(visit):
     assert not outside, f"requests that left 127.0.0.1: {outside}"
 
 
+# Desktop and phone: (width, height) of the viewport.
+WIDTHS = {"desktop": (1400, 900), "phone": (390, 844)}
+
+# Code, math, tables, pictures and text that run past the content column, or scroll inside
+# their own box (a reader sees a cut-off). Material lets code blocks and tables bleed into the
+# column's padding on phones, so the limit is the content column's box, `.md-content`.
+CUT_OFF = """() => {
+  const limit = document.querySelector('.md-content').getBoundingClientRect().right + 1;
+  const found = [];
+  const selector = 'pre, code, table, .arithmatex, .md-typeset__scrollwrap, img, svg, p, li';
+  for (const el of document.querySelector('article').querySelectorAll(selector)) {
+    const box = el.getBoundingClientRect();
+    if (box.width === 0 || found.some(f => f.contains(el))) continue;  // hidden, or inside one
+    const scrolls = ['auto', 'scroll', 'hidden'].includes(getComputedStyle(el).overflowX)
+      && el.scrollWidth > el.clientWidth + 1;
+    if (scrolls || box.right > limit) found.push(el);
+  }
+  const wide = document.documentElement.scrollWidth > window.innerWidth + 1 ? ['the page'] : [];
+  return wide.concat(found.map(el => `<${el.tagName.toLowerCase()}> ${el.scrollWidth}px in `
+    + `${Math.round(limit - el.getBoundingClientRect().left)}px: `
+    + el.textContent.replace(/\\s+/g, ' ').trim().slice(0, 60)));
+}"""
+
+# Walk steps whose note is not beside its code: side by side on a desktop (tops aligned, note
+# on the left), the note just above its code on a phone.
+NOTE_AWAY = """(phone) => [...document.querySelectorAll('.walk-step')].flatMap(step => {
+  const note = step.querySelector('.docco-doc').getBoundingClientRect();
+  const code = step.querySelector('.docco-code').getBoundingClientRect();
+  if (note.height === 0) return [];  // the lines before a walk's first note have none
+  const beside = phone ? note.bottom <= code.top + 1 && code.top - note.bottom < 40
+                       : note.right <= code.left && Math.abs(note.top - code.top) < 8;
+  return beside ? [] : [step.querySelector('.docco-doc').textContent.trim().slice(0, 60)];
+})"""
+
+
 @pytest.fixture(scope="module")
 def crawl(server, built_site):
     """Open every page in one browser; per page, what went wrong in it.
 
     - "math": formulas KaTeX did not typeset, or showed in red (`throwOnError: false`);
     - "console": console errors and uncaught exceptions;
-    - "outside": requests to anything but 127.0.0.1 (data: and blob: URLs are local).
+    - "outside": requests to anything but 127.0.0.1 (data: and blob: URLs are local);
+    - "cut_off" and "note_away", per width: see CUT_OFF and NOTE_AWAY.
     """
     from playwright.sync_api import sync_playwright
 
     results = {}
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        context = browser.new_context()
+        width, height = WIDTHS["desktop"]
+        context = browser.new_context(viewport={"width": width, "height": height})
         page = context.new_page()
         current: dict[str, list] = {}
         page.on(
@@ -189,6 +262,13 @@ def crawl(server, built_site):
                     " || e.querySelector('.katex-error')).map(e => e.textContent.slice(0, 120))",
                 )
             results[uri] = {k: list(v) for k, v in current.items()}
+            # Resizing re-lays the page out; the site's scripts re-fit math and tables on resize.
+            for name, (width, height) in WIDTHS.items():
+                page.set_viewport_size({"width": width, "height": height})
+                page.wait_for_timeout(250)
+                results[uri][f"cut_off/{name}"] = page.evaluate(CUT_OFF)
+                results[uri][f"note_away/{name}"] = page.evaluate(NOTE_AWAY, name == "phone")
+            page.set_viewport_size({"width": WIDTHS["desktop"][0], "height": WIDTHS["desktop"][1]})
         browser.close()
     return results
 
@@ -218,6 +298,19 @@ def test_no_console_errors(crawl, uri):
 @pytest.mark.parametrize("uri", site_pages())
 def test_no_request_leaves_localhost(crawl, uri):
     assert not crawl[uri]["outside"], f"{uri}: {crawl[uri]['outside'][:5]}"
+
+
+@pytest.mark.parametrize("width", list(WIDTHS))
+@pytest.mark.parametrize("uri", site_pages())
+def test_nothing_is_cut_off(crawl, uri, width):
+    assert not crawl[uri][f"cut_off/{width}"], f"{uri}: {crawl[uri][f'cut_off/{width}'][:5]}"
+
+
+@pytest.mark.parametrize("width", list(WIDTHS))
+@pytest.mark.parametrize("uri", [u for u in site_pages() if u.startswith("annotated_trainers/")])
+def test_walkthrough_notes_sit_beside_their_code(crawl, uri, width):
+    away = crawl[uri][f"note_away/{width}"]
+    assert not away, f"{uri}: notes not beside their code: {away[:3]}"
 
 
 # --- The chooser and search, for every method listed in STATUS.md ------------------------------

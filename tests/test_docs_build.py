@@ -153,6 +153,18 @@ def test_page_names_documented_versions(built_site, uri):
     assert expected in text
 
 
+FILE_NAME_LINK = re.compile(
+    r'<a href="[^"#]*\.html(?:#[^"]*)?"[^>]*>(?:<code>)?([\w./-]+\.(?:md|py))(?:</code>)?</a>'
+)
+
+
+@pytest.mark.parametrize("uri", PAGES)
+def test_links_to_pages_show_titles_not_file_names(built_site, uri):
+    """ "the [GRPO walkthrough](...)", not "[annotated_trainers/grpo.md](...)"."""
+    text = (built_site / html_path(uri)).read_text(encoding="utf-8")
+    assert not FILE_NAME_LINK.findall(text)
+
+
 # --- Cited TRL symbols -------------------------------------------------------------------------
 
 MARKDOWN = docs_pages() + [p for p in content_files() if p.suffix == ".md"]
@@ -243,6 +255,13 @@ def trl_api():
         docstring_parser="google",
         resolve_aliases=False,
     )
+
+
+def test_callout_list_stays_a_list(trl_api):
+    """GRPOConfig's "> [!NOTE]" callout ends in a list right under a sentence: it must render as
+    a list (a blank line before it), not one run-on paragraph."""
+    note = trl_api["GRPOConfig"].docstring.value.split("!!! note", 1)[1]
+    assert re.search(r":\n\s*\n\s+- `logging_steps`", note), note[:300]
 
 
 @pytest.mark.parametrize("name", CONFIGS)

@@ -117,23 +117,19 @@ def overview_markdown(root: Path) -> str:
         "Every method has three pages: a **walkthrough** of the trainer's real code, the **math** "
         "with its equations checked against that code, and an annotated **script** that trains "
         "for real. Methods marked *ours* were removed from TRL; we implement them, equal to trl "
-        "1.12.",
+        "1.12. The key names a method's files: `annotated_examples/<key>_training.py`, "
+        "`annotated_examples/recipes/<key>.yaml`, `annotated-trl validate --method <key>`.",
     ]
     for family, rows in groupby(METHODS, key=lambda m: m.family):
-        lines += [
-            "",
-            f"## {family}",
-            "",
-            "| Method | Trainer | " + " | ".join(KINDS.values()) + " |",
-        ]
-        lines.append("|---|---|" + "---|" * len(KINDS))
+        header = "| Method | Key | Trainer | " + " | ".join(KINDS.values()) + " |"
+        lines += ["", f"## {family}", "", header, "|---|---|---|" + "---|" * len(KINDS)]
         for m in rows:
             links = [
                 f"[{k}](../{u})" if (u := pages.get(m.key, {}).get(k)) else "—"
                 for k in KINDS.values()
             ]
             trainer = f"`{m.trainer}`" + (" (ours)" if m.port else "")
-            lines.append(f"| {m.name} | {trainer} | " + " | ".join(links) + " |")
+            lines.append(f"| {m.name} | `{m.key}` | {trainer} | " + " | ".join(links) + " |")
     return "\n".join(lines) + "\n"
 
 
