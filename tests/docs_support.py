@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parent.parent
 HOOKS = REPO / "docs" / "hooks"
 sys.path.insert(0, str(HOOKS))  # the tests reuse the hooks' own functions
 
-from content_sections import OVERVIEW, SECTIONS, page_uri, section_sources  # noqa: E402
+from content_sections import OVERVIEW, page_uri, section_sources  # noqa: E402
 
 # docs/ holds pages plus build machinery that is not content.
 NOT_PAGES = ("hooks/", "overrides/")
@@ -35,7 +35,7 @@ def content_files() -> list[Path]:
 def site_pages() -> list[str]:
     """Every page the site should have, as mkdocs source URIs ("reference_guides/sft.md")."""
     uris = [p.relative_to(REPO / "docs").as_posix() for p in docs_pages()]
-    uris += [f"{folder}/index.md" for folder in SECTIONS] + [OVERVIEW]
+    uris.append(OVERVIEW)
     return uris + [page_uri(p) for p in content_files()]
 
 

@@ -3,7 +3,6 @@
 - annotated_trainers/*.md and reference_guides/*.md become pages at the same paths;
 - annotated_examples/<key>_training.py becomes the page annotated_examples/<key>_training.md
   (rendered by script_pages.py) and is also published as-is, for download;
-- each folder gets an index page, generated in memory, listing its pages;
 - in mkdocs.yml's `nav:`, the entry "Methods: methods/" expands to a generated overview page and,
   family by family in the order of `annotated_trl.methods.METHODS`, each method's three pages
   (Walkthrough, Math, Script), then any content page that belongs to no method (the notation);
@@ -21,20 +20,11 @@ from script_pages import script_to_markdown, split_script
 
 from annotated_trl.methods import BY_KEY, METHODS
 
-# folder -> (glob of its page sources, one-line description for its index page)
+# folder -> glob of its page sources
 SECTIONS = {
-    "annotated_trainers": (
-        "*.md",
-        "Walkthroughs of each trainer's real code, pulled from the installed TRL at build time.",
-    ),
-    "reference_guides": (
-        "*.md",
-        "The math behind each method: notation, derivations, and the equations our tests check.",
-    ),
-    "annotated_examples": (
-        "*_training.py",
-        "Training scripts that run for real, shown with their comments beside the code.",
-    ),
+    "annotated_trainers": "*.md",
+    "reference_guides": "*.md",
+    "annotated_examples": "*_training.py",
 }
 
 
@@ -55,7 +45,7 @@ def section_sources(root: Path) -> dict[str, list[Path]]:
     """Every content file, by section folder. The tests use this too."""
     return {
         folder: sorted(p for p in (root / folder).glob(pattern) if p.name != "index.md")
-        for folder, (pattern, _) in SECTIONS.items()
+        for folder, pattern in SECTIONS.items()
     }
 
 
@@ -187,7 +177,6 @@ def on_serve(server, config, builder):
 def on_files(files, config):
     root = _root(config)
     for folder, paths in section_sources(root).items():
-        links = []
         for path in paths:
             uri = page_uri(path)
             if path.suffix == ".py":
@@ -205,11 +194,5 @@ def on_files(files, config):
             else:
                 # A real file whose source directory is the repo root: no copy, edit links work.
                 files.append(File(uri, str(root), config.site_dir, config.use_directory_urls))
-            links.append(f"- [{page_title(path)}]({uri.split('/')[-1]})")
-        title = folder.replace("_", " ").capitalize()
-        _, blurb = SECTIONS[folder]
-        body = "\n".join(links) or "No pages yet."
-        index = f"# {title}\n\n{blurb}\n\n{body}\n"
-        files.append(File.generated(config, f"{folder}/index.md", content=index))
     files.append(File.generated(config, OVERVIEW, content=overview_markdown(root)))
     return files
