@@ -13,7 +13,7 @@ function fitDisplayMath() {
     const math = box.querySelector(":scope > .katex");
     if (!math) continue;
     math.style.fontSize = "";
-    const available = box.parentElement.clientWidth;
+    const available = box.closest(".arithmatex").clientWidth; // auto-render wraps it in a span
     if (math.scrollWidth > available) {
       const scale = Math.max(MIN_MATH_SCALE, (available / math.scrollWidth) * 0.98);
       math.style.fontSize = `${(1.21 * scale).toFixed(3)}em`; // KaTeX's own size is 1.21em
