@@ -65,6 +65,8 @@ def test_lines_before_the_first_note_are_a_step_without_note():
         ("[[note `return False`]] a\n[[note `def is_conversational(`]] b", "not found after"),
         ("[[note `def is_conversational(` `no such line`]] x", "not found in the step"),
         ("Text before the first note\n[[note `return False`]] x", "must start with"),
+        # Notes are Markdown inside HTML: "<t" would open a tag and swallow the rest of the page.
+        ("[[note `supported_keys`]] the prefix $y_{<t}$", "opens an HTML tag"),
     ],
 )
 def test_a_broken_walk_is_an_error(notes, problem):

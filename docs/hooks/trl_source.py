@@ -100,6 +100,7 @@ WALK_RE = re.compile(
     r"(?P<notes>\[\[(?:note|fold)\b.*?)^\[\[end\]\][ \t]*$",
     re.M | re.S,
 )
+MATH_RE = re.compile(r"\$\$.+?\$\$|\$[^$\n]+\$", re.S)
 NOTE_RE = re.compile(r"^\[\[(?P<kind>note|fold)(?P<anchors>(?:[ \t]+`[^`\n]+`)+)[ \t]*\]\]", re.M)
 
 
@@ -124,10 +125,17 @@ def parse_notes(text: str) -> list[Note]:
     if not marks or text[: marks[0].start()].strip():
         raise SourceError("a walk must start with a [[note `...`]] or [[fold `...`]] line")
     ends = [m.start() for m in marks[1:]] + [len(text)]
-    return [
+    notes = [
         Note(m["kind"], re.findall(r"`([^`]+)`", m["anchors"]), text[m.end() : end].strip())
         for m, end in zip(marks, ends, strict=True)
     ]
+    for note in notes:
+        # A note is Markdown inside HTML (md_in_html): "$y_{<t}$" opens a tag "<t" there, and the
+        # rest of the page silently disappears.
+        for math in MATH_RE.findall(note.text):
+            if tag := re.search(r"<[A-Za-z!/?]", math):
+                raise SourceError(f"{tag[0]!r} in the math of a note opens an HTML tag: write \\lt")
+    return notes
 
 
 def cut_into_steps(excerpt: Excerpt, notes: list[Note]) -> list[Step]:
