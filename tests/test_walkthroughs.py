@@ -5,11 +5,14 @@ lines, each beside its note; a note names its line by content, so a TRL upgrade 
 line fails here and in the strict build.
 """
 
+import dataclasses
 import logging
+import re
 from types import SimpleNamespace
 
 import pytest
 import trl_source
+from config_tables import config_table
 from docs_support import REPO, html_path
 from trl_source import (
     MAX_STEP_LINES,
@@ -17,6 +20,7 @@ from trl_source import (
     cut_into_steps,
     find_directives,
     find_walks,
+    import_object,
     parse_notes,
     resolve,
 )
@@ -118,3 +122,31 @@ def test_built_walkthrough_shows_each_note_beside_its_code(built_site, path):
     steps = sum(len(cut_into_steps(resolve(d), notes)) for d, notes in walks)
     assert page.count('class="docco-section walk-step"') == steps
     assert page.count('class="docco-doc"') == page.count('class="docco-code"')
+
+
+# --- Config knob tables (docs/hooks/config_tables.py) -----------------------------------------
+
+CONFIG_DIRECTIVE = re.compile(r"^\[\[trl-config:\s*([\w.]+)((?:\s+\w+)+)\s*\]\]", re.M)
+
+
+@pytest.mark.parametrize("path", WALKTHROUGHS, ids=lambda p: p.name)
+def test_knob_tables_show_the_installed_defaults(path):
+    for dotted, names in CONFIG_DIRECTIVE.findall(path.read_text(encoding="utf-8")):
+        names = names.split()
+        rows = config_table(dotted, names).splitlines()[2:]
+        fields = {f.name: f for f in dataclasses.fields(import_object(dotted))}
+        assert len(rows) == len(names)
+        for name, row in zip(names, rows, strict=True):
+            knob, default, help_text = (c.strip() for c in re.split(r"(?<!\\)\|", row)[1:4])
+            field = fields[name]
+            expected = field.default if field.default_factory is dataclasses.MISSING else None
+            if field.default_factory is not dataclasses.MISSING:
+                expected = field.default_factory()
+            assert knob == f"`{name}`"
+            assert default == f"`{repr(expected)}`".replace("|", "\\|")
+            assert help_text and ("help" not in field.metadata or help_text != "—")
+
+
+def test_a_knob_the_config_lacks_is_an_error():
+    with pytest.raises(SourceError, match="no_such_knob"):
+        config_table("trl.GRPOConfig", ["beta", "no_such_knob"])
