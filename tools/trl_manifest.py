@@ -3,8 +3,9 @@
     python tools/trl_manifest.py            list what drifted; exit 1 if anything did
     python tools/trl_manifest.py --update   rewrite trl_manifest.json (after re-reading the pages)
 
-A page cites library code in two ways: `[[trl-source: trl.x.Y.method ...]]` excerpts (rendered by
-docs/hooks/trl_source.py) and `::: trl.XConfig` API blocks (rendered by mkdocstrings). The pages
+A page cites library code in three ways: `[[trl-source: trl.x.Y.method ...]]` excerpts (rendered
+by docs/hooks/trl_source.py), `[[trl-config: trl.XConfig ...]]` knob tables (config_tables.py) and
+`::: trl.XConfig` API blocks (rendered by mkdocstrings). The pages
 explain that code line by line, so when an upgrade changes it, the explanation may be wrong
 while the site still builds. `trl_manifest.json` stores, for each citation, a sha256 of exactly
 the source the page shows (resolved by the same resolver the site uses) in the pinned TRL;
@@ -24,6 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 MANIFEST = REPO / "trl_manifest.json"
 sys.path.insert(0, str(REPO / "docs" / "hooks"))
 
+from config_tables import CONFIG_RE  # noqa: E402
 from trl_source import SourceError, find_directives, resolve  # noqa: E402
 
 # Where pages live: the three content folders and docs/ (the scripts' comments become pages too).
@@ -41,6 +43,7 @@ def citations(repo: Path = REPO) -> dict[str, list[str]]:
     for file in sorted(files):
         text = file.read_text(encoding="utf-8")
         cited = find_directives(text) + [m["symbol"] for m in API_BLOCK_RE.finditer(text)]
+        cited += [m["cls"] for m in CONFIG_RE.finditer(text)]
         for citation in cited:
             if citation.split(".")[0] in LIBRARIES:
                 found.setdefault(citation, set()).add(file.relative_to(repo).as_posix())

@@ -1,9 +1,10 @@
 // Tables never run out of their column.
-// 1. Identifiers in cells may break after "_", ".", "/", "=" or "," (never inside a word).
+// 1. Identifiers in cells may break after "_", "/", "=", "," or a "." before a letter (never
+//    inside a word or a number).
 // 2. A table still wider than its column (many columns on a phone) is shown as one block per
 //    row, each cell under its column's header (annotated.css, table[data-stacked]).
 
-const BREAK_AFTER = /([_./=,])/g;
+const BREAK_AFTER = /[_/=,]|\.(?=[A-Za-z])/g;
 
 function addBreaks(table) {
   for (const code of table.querySelectorAll("code")) {
@@ -13,14 +14,15 @@ function addBreaks(table) {
     const texts = [];
     while (walker.nextNode()) texts.push(walker.currentNode);
     for (const text of texts) {
-      const parts = text.data.split(BREAK_AFTER);
-      if (parts.length === 1) continue;
       const fragment = document.createDocumentFragment();
-      for (const part of parts) {
-        fragment.append(part);
-        if (BREAK_AFTER.test(part)) fragment.append(document.createElement("wbr"));
-        BREAK_AFTER.lastIndex = 0;
+      let start = 0;
+      for (const match of text.data.matchAll(BREAK_AFTER)) {
+        const end = match.index + match[0].length;
+        fragment.append(text.data.slice(start, end), document.createElement("wbr"));
+        start = end;
       }
+      if (start === 0) continue;
+      fragment.append(text.data.slice(start));
       text.replaceWith(fragment);
     }
   }
