@@ -49,9 +49,10 @@ def main() -> None:
                 for width, height in WIDTHS.items():
                     page = browser.new_page(viewport={"width": width, "height": height})
                     page.goto(f"http://127.0.0.1:{port}/{path}", wait_until="networkidle")
+                    page.wait_for_timeout(500)  # KaTeX typesets and math is fitted after load
                     if anchor:  # ids may start with a digit: no CSS selector
                         page.evaluate(f"document.getElementById({anchor!r})?.scrollIntoView()")
-                    page.wait_for_timeout(300)  # KaTeX typesets after load
+                        page.wait_for_timeout(300)
                     name = path.removesuffix(".html").replace("/", "_")
                     shot = args.out / f"{name}{'_' + anchor if anchor else ''}_{width}.png"
                     page.screenshot(path=shot, full_page=args.full)
