@@ -169,8 +169,10 @@ if udm_args.embedding_model:
 # over completion tokens. BCO trains the logistic classifier $\sigma(r_\theta(x, y) - \delta)$
 # to say 1 on desirable rows and 0 on undesirable ones:
 #
-# $$\mathcal{L} = -\log \sigma(r_\theta(x, y) - \delta) \text{ (desirable)}, \qquad
-#   -w(x)\,\log \sigma(\delta - r_\theta(x, y)) \text{ (undesirable)},$$
+# $$\begin{aligned}
+#   \mathcal{L} = {} & {-\log \sigma(r_\theta(x, y) - \delta)} \text{ (desirable)}, \\
+#   & {-w(x)\,\log \sigma(\delta - r_\theta(x, y))} \text{ (undesirable)},
+#   \end{aligned}$$
 #
 # averaged over the rows of a batch; $w(x) = 1$ without UDM. $\delta$ is the running mean of
 # every reward seen so far, updated with each batch *before* its loss, and saved in every

@@ -160,9 +160,11 @@ training_args.teacher_model_init_kwargs = {
 # tokens, and reuses them over the accumulation window. Student and teacher then read prompt +
 # completion, and the loss is the mean over completion tokens of
 #
-# $$D_{\mathrm{JSD}(\beta)} = \beta\,\mathrm{KL}\!\left(p_T^\tau \,\|\, m\right)
-#   + (1-\beta)\,\mathrm{KL}\!\left(p_S^\tau \,\|\, m\right), \qquad
-#   m = \beta\,p_T^\tau + (1-\beta)\,p_S^\tau,$$
+# $$\begin{aligned}
+#   D_{\mathrm{JSD}(\beta)} &= \beta\,\mathrm{KL}\!\left(p_T^\tau \,\|\, m\right)
+#   + (1-\beta)\,\mathrm{KL}\!\left(p_S^\tau \,\|\, m\right), \\
+#   m &= \beta\,p_T^\tau + (1-\beta)\,p_S^\tau,
+#   \end{aligned}$$
 #
 # with both distributions softened by the same temperature $\tau$ (`temperature`, also used for
 # sampling). The ends are the plain KLs: $\beta = 0$ is forward $\mathrm{KL}(p_T \,\|\, p_S)$

@@ -144,9 +144,11 @@ training_args.model_init_kwargs = {
 # log-probabilities into $\log \pi_\theta(y \mid x)$, does the same with the reference under
 # `no_grad`, and minimises (default `loss_type="sigmoid"`)
 #
-# $$\mathcal{L}(\theta) = -\,\mathbb{E}\Big[\log \sigma\Big(\beta \log
-#   \frac{\pi_\theta(y_w \mid x)}{\pi_{\text{ref}}(y_w \mid x)}
-#   - \beta \log \frac{\pi_\theta(y_l \mid x)}{\pi_{\text{ref}}(y_l \mid x)}\Big)\Big],$$
+# $$\begin{aligned}
+#   \mathcal{L}(\theta) = -\,\mathbb{E}\Big[\log \sigma\Big(&\beta \log
+#   \frac{\pi_\theta(y_w \mid x)}{\pi_{\text{ref}}(y_w \mid x)} \\
+#   &- \beta \log \frac{\pi_\theta(y_l \mid x)}{\pi_{\text{ref}}(y_l \mid x)}\Big)\Big],
+#   \end{aligned}$$
 #
 # where $y_w$ is the chosen answer and $y_l$ the rejected one. $\beta$ (`--beta`, 0.1 by
 # default) sets how far the policy may drift from the reference: small $\beta$, far. Other

@@ -152,8 +152,11 @@ training_args.teacher_model_init_kwargs = {
 # dataset's answers stay. Then student and teacher both read the same tokens, and the loss is the
 # mean over answer tokens of the generalised Jensen–Shannon divergence
 #
-# $$D_{\mathrm{JSD}(\beta)} = \beta\,\mathrm{KL}\!\left(p_T \,\|\, m\right)
-#   + (1-\beta)\,\mathrm{KL}\!\left(p_S \,\|\, m\right), \qquad m = \beta\,p_T + (1-\beta)\,p_S,$$
+# $$\begin{aligned}
+#   D_{\mathrm{JSD}(\beta)} &= \beta\,\mathrm{KL}\!\left(p_T \,\|\, m\right)
+#   + (1-\beta)\,\mathrm{KL}\!\left(p_S \,\|\, m\right), \\
+#   m &= \beta\,p_T + (1-\beta)\,p_S,
+#   \end{aligned}$$
 #
 # where $p_T$ and $p_S$ are the teacher's and the student's next-token distributions. TRL
 # replaces the two ends by the plain KLs: $\beta = 0$ gives forward

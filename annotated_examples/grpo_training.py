@@ -192,9 +192,11 @@ training_args.model_init_kwargs = {
 # 3. minimise the clipped surrogate, token by token, with
 #    $\rho_{i,t} = \pi_\theta(y_{i,t} \mid x, y_{i,<t}) / \pi_{\theta_\text{old}}(\cdot)$:
 #
-# $$\ell_{i,t} = -\min\big(\rho_{i,t} A_i,\;
-#   \operatorname{clip}(\rho_{i,t}, 1 - \epsilon, 1 + \epsilon_\text{high}) A_i\big)
-#   + \beta\, \mathrm{KL}_{i,t},$$
+# $$\begin{aligned}
+#   \ell_{i,t} &= -\min\big(\rho_{i,t} A_i,\;
+#   \operatorname{clip}(\rho_{i,t}, 1 - \epsilon, 1 + \epsilon_\text{high}) A_i\big) \\
+#   &\quad + \beta\, \mathrm{KL}_{i,t},
+#   \end{aligned}$$
 #
 # averaged as `loss_type` says (default `dapo`: over all completion tokens of the batch).
 # `num_generations` must divide the generation batch, `per_device_train_batch_size` ×

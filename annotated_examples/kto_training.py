@@ -140,10 +140,12 @@ training_args.model_init_kwargs = {
 # completion tokens. KTO compares it with a reference point $z_0$, an estimate of
 # $\mathrm{KL}(\pi_\theta \,\Vert\, \pi_{\text{ref}})$, and minimises
 #
-# $$\mathcal{L} = \mathbb{E}\big[\lambda_D\,(1 - \sigma(\beta(r_\theta - z_0)))\big]
-#   \text{ on desirable rows}, \qquad
-#   \mathbb{E}\big[\lambda_U\,(1 - \sigma(\beta(z_0 - r_\theta)))\big]
-#   \text{ on undesirable rows}.$$
+# $$\begin{aligned}
+#   \mathcal{L} = {} & \mathbb{E}\big[\lambda_D\,(1 - \sigma(\beta(r_\theta - z_0)))\big]
+#   \text{ on desirable rows}, \\
+#   & \mathbb{E}\big[\lambda_U\,(1 - \sigma(\beta(z_0 - r_\theta)))\big]
+#   \text{ on undesirable rows}.
+#   \end{aligned}$$
 #
 # $z_0$ comes from *mismatched* pairs: within each batch, prompt $i$ is paired with the
 # completion of row $i - 1$. Its estimate is computed without gradient and clamped at 0. That

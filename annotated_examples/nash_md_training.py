@@ -159,8 +159,11 @@ training_args.model_init_kwargs = {
 # 2. $P = \sigma(r(x, y) - r(x, y'))$;
 # 3. loss on the policy's sample only, with $\operatorname{sg}$ stop-gradient:
 #
-# $$\ell = \beta \sum_t \operatorname{sg}\Big(\log\frac{\pi_\theta(y_t)}{\pi_\text{ref}(y_t)}\Big)
-#   \log \pi_\theta(y_t) - \big(P - \tfrac12\big) \log \pi_\theta(y \mid x)$$
+# $$\begin{aligned}
+#   \ell &= \beta \sum_t \operatorname{sg}\Big(\log\frac{\pi_\theta(y_t)}{\pi_\text{ref}(y_t)}\Big)
+#   \log \pi_\theta(y_t) \\
+#   &\quad - \big(P - \tfrac12\big) \log \pi_\theta(y \mid x)
+#   \end{aligned}$$
 #
 # whose gradient is a REINFORCE estimate of $\nabla\big[\beta\,\mathrm{KL}(\pi_\theta \Vert
 # \pi_\text{ref}) - P(\pi_\theta \succ \pi_\text{mix})\big]$: win against the mixture, stay

@@ -144,9 +144,12 @@ training_args.model_init_kwargs = {
 #
 # The loss is the Bradley–Terry negative log-likelihood of the observed preference,
 #
-# $$\mathcal{L}(\phi) = -\frac{1}{B} \sum_{i=1}^{B} \log \sigma\big(r_\phi(x_i, y_{w,i})
-#   - r_\phi(x_i, y_{l,i}) - \mu_i\big)
-#   + \eta \, \frac{1}{B} \sum_{i=1}^{B} \big(r_\phi(x_i, y_{w,i}) + r_\phi(x_i, y_{l,i})\big)^2,$$
+# $$\begin{aligned}
+#   \mathcal{L}(\phi) &= -\frac{1}{B} \sum_{i=1}^{B} \log \sigma\big(r_\phi(x_i, y_{w,i})
+#   - r_\phi(x_i, y_{l,i}) - \mu_i\big) \\
+#   &\quad + \eta \, \frac{1}{B} \sum_{i=1}^{B}
+#   \big(r_\phi(x_i, y_{w,i}) + r_\phi(x_i, y_{l,i})\big)^2,
+#   \end{aligned}$$
 #
 # where $\mu_i$ is the row's `margin` (0 without the column) and $\eta$ is
 # `--center_rewards_coefficient` (off by default; 0.01 is the value TRL recommends). The second
