@@ -83,7 +83,7 @@ def server(built_site):
 
 def test_not_found_page_works_under_the_sub_path(server, browser_page):
     """A missing page deep under the sub-path gets a styled 404 whose links lead into the site."""
-    page = browser_page.context.new_page()  # its own listener, not left on the shared page
+    page = browser_page.context.browser.new_page()  # its own listener, not on the shared page
     failed = []
     page.on("response", lambda r: failed.append(r.url) if r.status >= 400 else None)
     response = page.goto(server + "no/such/deep/page.html", wait_until="networkidle")

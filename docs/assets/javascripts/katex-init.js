@@ -32,6 +32,8 @@ document$.subscribe(() => {
     });
   }
   fitDisplayMath();
+  // Widths change once KaTeX's fonts arrive: fit again then.
+  document.fonts.ready.then(fitDisplayMath);
 });
 
 let resizing;

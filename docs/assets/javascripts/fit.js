@@ -1,4 +1,6 @@
-// Tables never run out of their column.
+// Tables and text diagrams never run out of their column (tests/test_browser.py checks).
+//
+// Tables:
 // 1. Identifiers in cells may break after "_", "/", "=", "," or a "." before a letter (never
 //    inside a word or a number).
 // 2. A table still wider than its column (many columns on a phone) is shown as one block per
@@ -47,10 +49,35 @@ function fitTables() {
   }
 }
 
-document$.subscribe(fitTables);
+// Text diagrams (```text blocks: data paths, token/label rows) are aligned by column, so they do
+// not wrap like code: a wider one is shrunk to fit, down to MIN_DIAGRAM_SCALE, and only a
+// diagram still too wide at that size wraps.
+const MIN_DIAGRAM_SCALE = 0.6;
 
-let tablesResizing;
+function fitDiagrams() {
+  for (const code of document.querySelectorAll("article .language-text pre > code")) {
+    code.style.fontSize = "";
+    code.style.whiteSpace = "pre";
+    if (code.scrollWidth <= code.clientWidth) continue;
+    const size = parseFloat(getComputedStyle(code).fontSize);
+    const scale = Math.max(MIN_DIAGRAM_SCALE, (code.clientWidth / code.scrollWidth) * 0.98);
+    code.style.fontSize = `${(size * scale).toFixed(2)}px`;
+    if (code.scrollWidth > code.clientWidth) code.style.whiteSpace = "pre-wrap";
+  }
+}
+
+function fit() {
+  fitTables();
+  fitDiagrams();
+}
+
+document$.subscribe(() => {
+  fit();
+  document.fonts.ready.then(fit); // widths change once the fonts arrive
+});
+
+let fitResizing;
 window.addEventListener("resize", () => {
-  clearTimeout(tablesResizing);
-  tablesResizing = setTimeout(fitTables, 100);
+  clearTimeout(fitResizing);
+  fitResizing = setTimeout(fit, 100);
 });
