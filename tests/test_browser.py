@@ -81,22 +81,6 @@ def server(built_site):
     proc.wait(timeout=10)
 
 
-def test_not_found_page_works_under_the_sub_path(server, browser_page):
-    """A missing page deep under the sub-path gets a styled 404 whose links lead into the site."""
-    page = browser_page.context.browser.new_page()  # its own listener, not on the shared page
-    failed = []
-    page.on("response", lambda r: failed.append(r.url) if r.status >= 400 else None)
-    response = page.goto(server + "no/such/deep/page.html", wait_until="networkidle")
-    assert response.status == 404
-    assert failed == [server + "no/such/deep/page.html"], f"assets that did not load: {failed}"
-    assert page.locator("article h1").inner_text().strip() == "404 - Not found"
-    home = page.locator("a.md-header__button.md-logo").get_attribute("href")
-    page.goto(urljoin(page.url, home), wait_until="networkidle")
-    assert page.url in (server, server + "index.html")
-    assert page.title().startswith("Annotated TRL")
-    page.close()
-
-
 @pytest.fixture(scope="module")
 def visit(server, built_site):
     """Open a page with math, then search; record what the browser saw and every request."""
@@ -375,3 +359,20 @@ def search_links(page, words: str) -> list[str]:
     return page.eval_on_selector_all(
         ".md-search-result__item a", "els => els.map(e => e.getAttribute('href'))"
     )
+
+
+# Last: it shares the chooser's browser (one sync playwright at a time per process).
+def test_not_found_page_works_under_the_sub_path(server, browser_page):
+    """A missing page deep under the sub-path gets a styled 404 whose links lead into the site."""
+    page = browser_page.context.browser.new_page()  # its own listener, not on the shared page
+    failed = []
+    page.on("response", lambda r: failed.append(r.url) if r.status >= 400 else None)
+    response = page.goto(server + "no/such/deep/page.html", wait_until="networkidle")
+    assert response.status == 404
+    assert failed == [server + "no/such/deep/page.html"], f"assets that did not load: {failed}"
+    assert page.locator("article h1").inner_text().strip() == "404 - Not found"
+    home = page.locator("a.md-header__button.md-logo").get_attribute("href")
+    page.goto(urljoin(page.url, home), wait_until="networkidle")
+    assert page.url in (server, server + "index.html")
+    assert page.title().startswith("Annotated TRL")
+    page.close()

@@ -59,3 +59,57 @@ def test_ppo_script_trains_and_saves(request, tiny, case):
 
     # The saved model is the policy (not the value model), with new weights.
     assert_saved_model_works(tiny, out, lora=False)
+
+
+@pytest.mark.smoke
+@pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)` has been overridden")
+def test_ppo_steps_once_per_epoch_whatever_the_mini_batches(tiny, tmp_path):
+    """Real optimiser steps per update, counted on the torch optimiser itself. As in trl 1.12,
+    gradients accumulate over a whole PPO epoch: `num_mini_batches` 1 or 2 gives one step per
+    epoch; in the update that holds the dataloader's last batch, accelerate steps on every
+    micro-batch. (A true mini-batch implementation would give 4 steps in the first update.)"""
+    import datasets
+    from transformers import AutoModelForCausalLM as LM
+    from transformers import AutoModelForSequenceClassification as Scorer
+    from transformers import AutoTokenizer
+
+    from annotated_trl.trainers.ppo import PPOConfig, PPOTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny.policy, padding_side="left")
+    rows = datasets.load_dataset(
+        "json", data_files=str(tiny.data / "prompt_only" / "train.jsonl"), split="train"
+    ).select(range(8))  # two updates of 4 prompts: the second holds the last batch
+    rows = rows.map(lambda r: {"input_ids": tokenizer(r["prompt"])["input_ids"]})
+    steps = {}
+    for num_mini_batches in (1, 2):
+        args = PPOConfig(
+            output_dir=str(tmp_path / str(num_mini_batches)),
+            **{"use_cpu": True, "bf16": False, "gradient_checkpointing": False},
+            **{"report_to": "none", "save_strategy": "no", "num_sample_generations": 0},
+            per_device_train_batch_size=2,
+            gradient_accumulation_steps=2,  # 4 prompts per update, 2 micro-batches
+            num_mini_batches=num_mini_batches,
+            num_ppo_epochs=2,
+            total_episodes=8,
+            response_length=4,
+        )
+        trainer = PPOTrainer(
+            args=args,
+            processing_class=tokenizer,
+            model=LM.from_pretrained(tiny.policy),
+            ref_model=None,
+            reward_model=Scorer.from_pretrained(tiny.reward, num_labels=1),
+            value_model=Scorer.from_pretrained(tiny.reward, num_labels=1),
+            train_dataset=rows.remove_columns(["prompt", "answer"]),
+        )
+        inner = trainer.optimizer.optimizer  # the torch optimiser behind accelerate's wrapper
+        calls, step = [], inner.step
+
+        def counted(*a, _step=step, _calls=calls, _trainer=trainer, **k):
+            _calls.append(_trainer.state.global_step)
+            return _step(*a, **k)
+
+        inner.step = counted
+        trainer.train()
+        steps[num_mini_batches] = [calls.count(update) for update in sorted(set(calls))]
+    assert steps[1] == steps[2] == [2, 4], steps

@@ -8,7 +8,8 @@ one-line change a user makes when migrating. The fixture (`annotated-trl tiny`) 
 temporary folder; the policy is `tiny/policy`, the reference a copy made by the trainer, and the
 tiny sequence classifier `tiny/reward` serves as both reward model and value model (two separate
 instances: the value model trains, the reward model does not). Three PPO updates of 8 prompts,
-2 mini-batches of 2 micro-batches each, 2 PPO epochs: 24 optimiser calls, 12 real steps.
+2 mini-batches of 2 micro-batches each, 2 PPO epochs: one real optimiser step per PPO epoch, as
+in both trainers gradients accumulate over all 4 micro-batches (tests/test_ppo_smoke.py counts).
 """
 
 import argparse

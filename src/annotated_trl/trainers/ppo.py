@@ -56,8 +56,12 @@ class PPOConfig(TrainingArguments):
 
     Batch sizes: one PPO update samples `batch_size` = `per_device_train_batch_size` ×
     `gradient_accumulation_steps` × processes responses (`local_batch_size` per process), splits
-    them into `num_mini_batches` mini-batches (one optimiser step each) of micro-batches of
-    `per_device_train_batch_size`, and passes over them `num_ppo_epochs` times. The fields
+    them into `num_mini_batches` mini-batches of micro-batches of `per_device_train_batch_size`,
+    and passes over them `num_ppo_epochs` times. As in trl 1.12 (kept for parity), gradients
+    accumulate over all `gradient_accumulation_steps` micro-batches of a pass, so the optimiser
+    steps once per PPO epoch whatever `num_mini_batches` is; more steps per rollout come from
+    `num_ppo_epochs`. (accelerate also steps on every micro-batch while the dataloader sits on
+    its last batch.) The fields
     `world_size`, `num_total_batches`, `micro_batch_size`, `local_batch_size`, `batch_size`,
     `local_mini_batch_size` and `mini_batch_size` are computed by the trainer; leave them unset.
 
@@ -79,7 +83,8 @@ class PPOConfig(TrainingArguments):
         default=None, metadata={"help": "Processes for dataset preparation (scripts)."}
     )
     num_mini_batches: int = field(
-        default=1, metadata={"help": "Mini-batches (optimiser steps) per PPO epoch."}
+        default=1,
+        metadata={"help": "Mini-batches per PPO epoch; as in trl 1.12 they add no optimiser step."},
     )
     total_episodes: int | None = field(
         default=None,
@@ -731,8 +736,9 @@ class PPOTrainer(Trainer):
                 advantages = masked_whiten(advantages, ~padding_mask)
                 advantages = torch.masked_fill(advantages, padding_mask, 0)
 
-            # 6. Optimisation: num_ppo_epochs passes, each in a fresh random order; one
-            # optimiser step per mini-batch, gradients accumulated over its micro-batches.
+            # 6. Optimisation: num_ppo_epochs passes, each in a fresh random order. Gradients
+            # accumulate over all gradient_accumulation_steps micro-batches of a pass: one
+            # optimiser step per pass, as in trl 1.12 (mini-batches only group micro-batches).
             batch = {
                 "query_responses": roll["query_responses"],
                 "responses": responses,
@@ -805,8 +811,10 @@ class PPOTrainer(Trainer):
     def optimisation_step(self, micro_batch: dict, context_length: int) -> dict:
         """Loss, backward and optimiser call for one micro-batch of the rollout; its statistics.
 
-        Inside `accelerator.accumulate`, `optimizer.step()` only acts on a mini-batch's last
-        micro-batch: the others add their gradients (scaled by 1/gradient_accumulation_steps).
+        Inside `accelerator.accumulate` (built with the full `gradient_accumulation_steps`),
+        `optimizer.step()` acts on every gradient_accumulation_steps-th micro-batch, once per PPO
+        epoch, and on every micro-batch while the dataloader is at its last batch (accelerate's
+        end-of-data sync); the others add their gradients (scaled by 1/GA).
         """
         args, mb = self.args, micro_batch
         pad_id = self.processing_class.pad_token_id
