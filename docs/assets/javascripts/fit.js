@@ -41,8 +41,9 @@ function fitTables() {
   for (const table of document.querySelectorAll("article table")) {
     addBreaks(table);
     delete table.dataset.stacked;
-    const column = table.closest(".md-typeset__table, .docco-doc, td") ?? table.parentElement;
-    if (table.scrollWidth > column.clientWidth + 1) {
+    // Material wraps each table in a horizontally scrolling box: stack when that box scrolls.
+    const box = table.closest(".md-typeset__scrollwrap") ?? table.parentElement;
+    if (box.scrollWidth > box.clientWidth + 1) {
       labelCells(table);
       table.dataset.stacked = "";
     }
