@@ -199,6 +199,14 @@ NOTE_AWAY = """(phone) => [...document.querySelectorAll('.walk-step')].flatMap(s
 })"""
 
 
+# Math glyphs in table cells smaller than this many pixels (fractions in a cell's text style
+# came out at 7 px before katex-init.js typeset them in display style).
+MIN_TABLE_MATH_PX = 7.5
+TINY_TABLE_MATH = """(min) => [...document.querySelectorAll('article table .katex *')].filter(el =>
+    [...el.childNodes].some(n => n.nodeType === 3 && n.data.trim() && n.data !== '\\u200b')
+    && parseFloat(getComputedStyle(el).fontSize) < min).map(el => el.textContent.slice(0, 20))"""
+
+
 @pytest.fixture(scope="module")
 def crawl(server, built_site):
     """Open every page in one browser; per page, what went wrong in it.
@@ -246,6 +254,7 @@ def crawl(server, built_site):
                     " || e.querySelector('.katex-error')).map(e => e.textContent.slice(0, 120))",
                 )
             results[uri] = {k: list(v) for k, v in current.items()}
+            results[uri]["tiny_math"] = page.evaluate(TINY_TABLE_MATH, MIN_TABLE_MATH_PX)
             # Resizing re-lays the page out; the site's scripts re-fit math and tables on resize.
             for name, (width, height) in WIDTHS.items():
                 page.set_viewport_size({"width": width, "height": height})
@@ -288,6 +297,13 @@ def test_no_request_leaves_localhost(crawl, uri):
 @pytest.mark.parametrize("uri", site_pages())
 def test_nothing_is_cut_off(crawl, uri, width):
     assert not crawl[uri][f"cut_off/{width}"], f"{uri}: {crawl[uri][f'cut_off/{width}'][:5]}"
+
+
+@pytest.mark.parametrize("uri", site_pages())
+def test_math_in_tables_is_readable(crawl, uri):
+    assert not crawl[uri]["tiny_math"], (
+        f"{uri}: glyphs under {MIN_TABLE_MATH_PX}px: {crawl[uri]['tiny_math'][:5]}"
+    )
 
 
 @pytest.mark.parametrize("width", list(WIDTHS))

@@ -23,6 +23,11 @@ function fitDisplayMath() {
 
 document$.subscribe(() => {
   for (const el of document.querySelectorAll(".arithmatex")) {
+    // In a table cell, text-style fractions and their scripts shrink to ~7 px: typeset inline
+    // math there in display style (full-size fractions) instead.
+    if (el.closest("table") && el.textContent.startsWith("\\(")) {
+      el.textContent = "\\(\\displaystyle " + el.textContent.slice(2);
+    }
     renderMathInElement(el, {
       delimiters: [
         { left: "\\(", right: "\\)", display: false },
