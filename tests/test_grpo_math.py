@@ -288,3 +288,27 @@ def test_grpo_on_policy_gradient_is_policy_gradient(trainer, batch):
     ours = torch.autograd.grad(reinforce, list(trainer.model.parameters()))
     for got, want in zip(library_grad, ours, strict=True):
         torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-4)
+
+
+def test_grpo_kl_ratio_makes_the_gradient_that_of_kl_policy_ref():
+    """Why TRL multiplies k3 by the ratio (use_bias_correction_kl): exact expectations over a
+    6-token vocabulary at the sampling policy (ratio 1). The gradient of E[k3] is that of
+    KL(pi_ref || pi); the gradient of E[ratio * k3] is that of KL(pi || pi_ref); they differ."""
+    torch.manual_seed(0)
+    logits = torch.randn(6, requires_grad=True)
+    ref = torch.randn(6).log_softmax(-1)
+    logp = logits.log_softmax(-1)
+    sampling = logp.exp().detach()  # y ~ pi_theta: pi_old = pi_theta, ratio 1
+    delta = ref - logp
+    k3 = delta.exp() - delta - 1
+    ratio = (logp - logp.detach()).exp()
+
+    def grad(f):
+        return torch.autograd.grad(f, logits, retain_graph=True)[0]
+
+    plain, with_ratio = grad((sampling * k3).sum()), grad((sampling * ratio * k3).sum())
+    kl_policy_ref = grad((logp.exp() * (logp - ref)).sum())
+    kl_ref_policy = grad((ref.exp() * (ref - logp)).sum())
+    torch.testing.assert_close(plain, kl_ref_policy)
+    torch.testing.assert_close(with_ratio, kl_policy_ref)
+    assert (plain - with_ratio).abs().max() > 1e-2
