@@ -102,3 +102,38 @@ def test_nash_md_eos_penalty_on_completion_only(trainer, tiny):
     """(3) r~(x, y) = r(x, y) - c [no EOS in y], EOS looked for in the completion y only."""
     got, expected = check_eos_penalty_on_completion_only(trainer, tiny)
     assert got == pytest.approx(expected, abs=1e-5)
+
+
+@pytest.mark.math
+def test_nash_md_kl_gradient_is_biased_beyond_one_token(trainer):
+    """(5) for two-token completions, exactly over all 3 x 3 sequences of a 3-token vocabulary.
+
+    The preference part is still exact, but pairing each token's log-ratio with its own log-prob
+    drops the terms grad log pi(y_s) * sum_{t > s} (log pi_t - log pi_ref_t) (the KL still to
+    come after token s), so the KL part is biased: the expected gradient equals the true one
+    minus beta E[sum_s grad log pi_s * sum_{t>s} d_t], and the two differ."""
+    torch.manual_seed(2)
+    vocab = 3
+    first = torch.randn(vocab, requires_grad=True)  # logits of y_1
+    second = torch.randn(vocab, vocab, requires_grad=True)  # logits of y_2 given y_1
+    ref_first = torch.randn(vocab).log_softmax(0)
+    ref_second = torch.randn(vocab, vocab).log_softmax(1)
+    win = torch.rand(vocab * vocab)  # P(y > y') for each sequence y = (a, b)
+
+    a, b = torch.arange(vocab).repeat_interleave(vocab), torch.arange(vocab).repeat(vocab)
+    logps = torch.stack([first.log_softmax(0)[a], second.log_softmax(1)[a, b]], dim=1)
+    ref_logps = torch.stack([ref_first[a], ref_second[a, b]], dim=1)
+    seq_prob = logps.sum(1).exp()
+    params = [first, second]
+
+    def grad(f):
+        return torch.cat([g.flatten() for g in torch.autograd.grad(f, params, retain_graph=True)])
+
+    losses, _, _ = trainer.nash_md_loss(logps, ref_logps, win)
+    estimate = grad((seq_prob.detach() * losses).sum())
+    kl = (seq_prob * (logps.sum(1) - ref_logps.sum(1))).sum()
+    exact = grad(BETA * kl - (seq_prob * win).sum())
+    kl_to_come = (logps - ref_logps).detach()[:, 1]  # sum over t > 1 of d_t; none after t = 2
+    dropped = grad((seq_prob.detach() * kl_to_come * logps[:, 0]).sum())
+    torch.testing.assert_close(estimate, exact - BETA * dropped)
+    assert (estimate - exact).abs().max() > 1e-3

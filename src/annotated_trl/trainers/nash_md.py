@@ -154,8 +154,9 @@ class NashMDTrainer(OnlinePairTrainer):
         # Policy gradient towards winning: (P - 1/2) * log pi(y). The 1/2 is a baseline: it
         # is what a sample tied with its opponent earns, and it lowers the variance.
         score = (probability - 0.5) * policy_logps.sum(dim=1)
-        # KL(pi || pi_ref) by REINFORCE: sum_t sg(log pi_t - log pi_ref_t) * log pi_t has the
-        # gradient of the KL estimated on this sample.
+        # KL(pi || pi_ref) by REINFORCE, token by token as in trl 1.12: sum_t sg(log pi_t -
+        # log pi_ref_t) * log pi_t. Exact for one token; beyond, it drops the log-ratios of
+        # later tokens from each token's weight (biased; see reference_guides/nash_md.md).
         log_ratio = (policy_logps - reference_logps).detach()
         kl_surrogate = (log_ratio * policy_logps).sum(dim=1)
         loss = self.beta * kl_surrogate - score
