@@ -312,3 +312,22 @@ def test_grpo_kl_ratio_makes_the_gradient_that_of_kl_policy_ref():
     torch.testing.assert_close(plain, kl_ref_policy)
     torch.testing.assert_close(with_ratio, kl_policy_ref)
     assert (plain - with_ratio).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "dapo"])
+def test_grpo_sequence_ratio_changes_nothing_on_policy(trainer, batch, loss_type):
+    """GSPO's sequence-level ratio differs from the token ratio only once the policy has moved:
+    on-policy (ratio 1, no KL) both give the same gradient, for any normaliser."""
+    on_policy = {k: v for k, v in batch.items() if k != "old_per_token_logps"}
+    grads = {}
+    trainer.beta = 0.0
+    try:
+        for level in ("token", "sequence"):
+            trainer.model.zero_grad()
+            _library_loss(trainer, on_policy, loss_type, level).backward()
+            grads[level] = [p.grad.clone() for p in trainer.model.parameters()]
+        trainer.model.zero_grad()
+    finally:
+        trainer.beta = BETA
+    for token, sequence in zip(grads["token"], grads["sequence"], strict=True):
+        torch.testing.assert_close(token, sequence, atol=1e-6, rtol=1e-4)
