@@ -331,3 +331,17 @@ def test_grpo_sequence_ratio_changes_nothing_on_policy(trainer, batch, loss_type
         trainer.beta = BETA
     for token, sequence in zip(grads["token"], grads["sequence"], strict=True):
         torch.testing.assert_close(token, sequence, atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("loss_type", ["dapo", "cispo", "vespo"])
+def test_grpo_token_normaliser_is_one_optimiser_steps_share(trainer, batch, loss_type):
+    """dapo, cispo and vespo divide by N_gen / processes x GA / steps_per_generation: the tokens
+    one optimiser step takes from the generation batch. The other tests run with
+    steps_per_generation = GA, where this is N_gen; here it is 2 GA, and the loss doubles."""
+    default = trainer.args.steps_per_generation
+    trainer.args.steps_per_generation = 2 * GA
+    try:
+        got = _library_loss(trainer, batch, loss_type)
+    finally:
+        trainer.args.steps_per_generation = default
+    torch.testing.assert_close(got, expected_loss(trainer, batch, loss_type) * 2, **TOL)
