@@ -388,6 +388,30 @@ def test_dpo_f_divergence_replaces_log_ratio_by_f_prime(tiny, tmp_path, kind):
     torch.testing.assert_close(loss, expected, **TOL)
 
 
+def test_dpo_alpha_divergence_coef_is_one_minus_the_papers_alpha(tiny, tmp_path):
+    """f-DPO (Wang et al. 2023) writes the alpha-divergence's f'(u) = (1 - u^(-a)) / a; TRL's
+    `f_alpha_divergence_coef` c gives (u^(c-1) - 1) / (c - 1), the paper's with a = 1 - c. At
+    the default c = 0.5 the two agree, so test c = 0.3: it is the paper's a = 0.7, not 0.3."""
+    coef = 0.3
+    trainer = make_trainer(
+        tiny,
+        tmp_path,
+        f_divergence_type="alpha_divergence",
+        f_alpha_divergence_coef=coef,
+        precompute_ref_log_probs=True,
+    )
+    batch, _ = with_fixed_reference(trainer, first_batch(trainer))
+    loss = trainer.compute_loss(trainer.model, batch).detach()
+
+    def paper_loss(a):
+        score_w = (1 - torch.exp(-a * CHOSEN_LOGRATIOS)) / a
+        score_l = (1 - torch.exp(-a * REJECTED_LOGRATIOS)) / a
+        return -F.logsigmoid(BETA * (score_w - score_l)).mean()
+
+    torch.testing.assert_close(loss, paper_loss(1 - coef), **TOL)
+    assert not torch.allclose(loss, paper_loss(coef), **TOL)
+
+
 def test_dpo_ld_alpha_downweights_the_longer_answers_tail(tiny, tmp_path):
     """LD-DPO: log pi = (sum over the first min(|y_w|, |y_l|) tokens) + alpha * (the rest)."""
     ld_alpha = 0.3
