@@ -61,13 +61,9 @@ def test_ppo_script_trains_and_saves(request, tiny, case):
     assert_saved_model_works(tiny, out, lora=False)
 
 
-@pytest.mark.smoke
-@pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)` has been overridden")
-def test_ppo_steps_once_per_epoch_whatever_the_mini_batches(tiny, tmp_path):
-    """Real optimiser steps per update, counted on the torch optimiser itself. As in trl 1.12,
-    gradients accumulate over a whole PPO epoch: `num_mini_batches` 1 or 2 gives one step per
-    epoch; in the update that holds the dataloader's last batch, accelerate steps on every
-    micro-batch. (A true mini-batch implementation would give 4 steps in the first update.)"""
+def tiny_ppo_trainer(tiny, out, **config):
+    """Our PPOTrainer on the tiny fixture, 8 prompts (two updates of 4 prompts in 2
+    micro-batches), in this process; `config` overrides PPOConfig fields."""
     import datasets
     from transformers import AutoModelForCausalLM as LM
     from transformers import AutoModelForSequenceClassification as Scorer
@@ -78,29 +74,44 @@ def test_ppo_steps_once_per_epoch_whatever_the_mini_batches(tiny, tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(tiny.policy, padding_side="left")
     rows = datasets.load_dataset(
         "json", data_files=str(tiny.data / "prompt_only" / "train.jsonl"), split="train"
-    ).select(range(8))  # two updates of 4 prompts: the second holds the last batch
+    ).select(range(8))  # two updates: the second holds the dataloader's last batch
     rows = rows.map(lambda r: {"input_ids": tokenizer(r["prompt"])["input_ids"]})
+    defaults = {
+        "use_cpu": True,
+        "bf16": False,
+        "gradient_checkpointing": False,
+        "report_to": "none",
+        "save_strategy": "no",
+        "num_sample_generations": 0,
+        "per_device_train_batch_size": 2,
+        "gradient_accumulation_steps": 2,  # 4 prompts per update, 2 micro-batches
+        "num_ppo_epochs": 2,
+        "total_episodes": 8,
+        "response_length": 4,
+    }
+    args = PPOConfig(output_dir=str(out), **{**defaults, **config})
+    return PPOTrainer(
+        args=args,
+        processing_class=tokenizer,
+        model=LM.from_pretrained(tiny.policy),
+        ref_model=None,
+        reward_model=Scorer.from_pretrained(tiny.reward, num_labels=1),
+        value_model=Scorer.from_pretrained(tiny.reward, num_labels=1),
+        train_dataset=rows.remove_columns(["prompt", "answer"]),
+    )
+
+
+@pytest.mark.smoke
+@pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)` has been overridden")
+def test_ppo_steps_once_per_epoch_whatever_the_mini_batches(tiny, tmp_path):
+    """Real optimiser steps per update, counted on the torch optimiser itself. As in trl 1.12,
+    gradients accumulate over a whole PPO epoch: `num_mini_batches` 1 or 2 gives one step per
+    epoch; in the update that holds the dataloader's last batch, accelerate steps on every
+    micro-batch. (A true mini-batch implementation would give 4 steps in the first update.)"""
     steps = {}
     for num_mini_batches in (1, 2):
-        args = PPOConfig(
-            output_dir=str(tmp_path / str(num_mini_batches)),
-            **{"use_cpu": True, "bf16": False, "gradient_checkpointing": False},
-            **{"report_to": "none", "save_strategy": "no", "num_sample_generations": 0},
-            per_device_train_batch_size=2,
-            gradient_accumulation_steps=2,  # 4 prompts per update, 2 micro-batches
-            num_mini_batches=num_mini_batches,
-            num_ppo_epochs=2,
-            total_episodes=8,
-            response_length=4,
-        )
-        trainer = PPOTrainer(
-            args=args,
-            processing_class=tokenizer,
-            model=LM.from_pretrained(tiny.policy),
-            ref_model=None,
-            reward_model=Scorer.from_pretrained(tiny.reward, num_labels=1),
-            value_model=Scorer.from_pretrained(tiny.reward, num_labels=1),
-            train_dataset=rows.remove_columns(["prompt", "answer"]),
+        trainer = tiny_ppo_trainer(
+            tiny, tmp_path / str(num_mini_batches), num_mini_batches=num_mini_batches
         )
         inner = trainer.optimizer.optimizer  # the torch optimiser behind accelerate's wrapper
         calls, step = [], inner.step
@@ -113,3 +124,23 @@ def test_ppo_steps_once_per_epoch_whatever_the_mini_batches(tiny, tmp_path):
         trainer.train()
         steps[num_mini_batches] = [calls.count(update) for update in sorted(set(calls))]
     assert steps[1] == steps[2] == [2, 4], steps
+
+
+@pytest.mark.smoke
+def test_ppo_bf16_autocasts(tiny, tmp_path):
+    """`bf16: true` reaches the Accelerator (trl 1.12 built it without, so a plain `python` run
+    trained in float32): the prepared policy computes in bfloat16."""
+    import torch
+
+    from annotated_trl.trainers.ppo import forward
+
+    trainer = tiny_ppo_trainer(tiny, tmp_path, bf16=True)
+    assert trainer.accelerator.mixed_precision == "bf16"
+    # The training forward goes through the prepared wrapper (accelerate casts its outputs back
+    # to float32): look at what a layer inside the policy computes.
+    seen = []
+    layer = trainer.model.policy.get_output_embeddings()
+    hook = layer.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    forward(trainer.model, torch.tensor([[1, 2, 3]]), trainer.processing_class.pad_token_id)
+    hook.remove()
+    assert seen == [torch.bfloat16]

@@ -458,7 +458,12 @@ class PPOTrainer(Trainer):
         # Batch sizes (see PPOConfig): one update = local_batch_size prompts per process.
         if args.total_episodes is None:
             args.total_episodes = int(args.num_train_epochs * self.train_dataset_len)
-        self.accelerator = Accelerator(gradient_accumulation_steps=args.gradient_accumulation_steps)
+        # trl 1.12 left out mixed_precision, so `bf16: true` gave no autocast unless an accelerate
+        # config set it; None keeps that config's (or ACCELERATE_MIXED_PRECISION's) choice.
+        precision = "bf16" if args.bf16 else "fp16" if args.fp16 else None
+        self.accelerator = Accelerator(
+            gradient_accumulation_steps=args.gradient_accumulation_steps, mixed_precision=precision
+        )
         args.world_size = self.accelerator.num_processes
         args.local_batch_size = args.per_device_train_batch_size * args.gradient_accumulation_steps
         args.micro_batch_size = args.per_device_train_batch_size * args.world_size
