@@ -1,11 +1,14 @@
-"""`annotated-trl`: build the offline fixtures, or check a dataset before training on it.
+"""`annotated-trl`: build the offline fixtures, check a dataset, or run the lab.
 
 annotated-trl tiny DIR                          tiny models + toy data under DIR
 annotated-trl validate --method sft DATASET     "OK: ..." (exit 0) or one line per problem (exit 2)
+annotated-trl lab --out runs/lab                every method on the toy task, 3 seeds
+annotated-trl lab-figures runs/lab/results.json --out docs/lab/figures
 """
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def _tiny(args: argparse.Namespace) -> int:
@@ -61,8 +64,39 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lab(args: argparse.Namespace) -> int:
+    from annotated_trl.lab.runner import run_lab
+    from annotated_trl.output import OutputDirError, check_output_dir
+
+    try:
+        check_output_dir(args.out)
+    except OutputDirError as error:
+        print(f"error: {error}".replace("--output_dir", "--out"), file=sys.stderr)
+        return 2
+    results = run_lab(Path(args.out), args.methods, args.seeds, args.jobs, args.quick)
+    print(f"{len(results['runs'])} runs in {results['provenance']['wall_s']:.0f} s: {args.out}")
+    if results["failed"]:
+        print(f"error: {len(results['failed'])} runs failed: {', '.join(results['failed'])}")
+        return 1
+    return 0
+
+
+def _lab_figures(args: argparse.Namespace) -> int:
+    from annotated_trl.lab.figures import write_all
+
+    if not Path(args.results).is_file():
+        print(
+            f"error: {args.results}: no such file; run `annotated-trl lab` first", file=sys.stderr
+        )
+        return 2
+    written = write_all(Path(args.results), Path(args.out))
+    print(f"wrote {len(written)} figures to {args.out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from annotated_trl.data import METHOD_FORMATS
+    from annotated_trl.lab.experiments import ORDER
 
     parser = argparse.ArgumentParser(prog="annotated-trl", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -81,6 +115,19 @@ def main(argv: list[str] | None = None) -> int:
         "--max_problems", type=int, default=20, help="problems to print before counting the rest"
     )
     validate.set_defaults(run=_validate)
+
+    lab = commands.add_parser("lab", help="train every method on the toy task, several seeds")
+    lab.add_argument("--methods", nargs="+", choices=ORDER, default=ORDER)
+    lab.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    lab.add_argument("--jobs", type=int, default=2, help="runs at a time (one thread each)")
+    lab.add_argument("--out", default="runs/lab", help="runs, their logs and results.json")
+    lab.add_argument("--quick", action="store_true", help="3 steps a run: check the lab works")
+    lab.set_defaults(run=_lab)
+
+    figures = commands.add_parser("lab-figures", help="the site's charts from the lab's results")
+    figures.add_argument("results", help="results.json written by `annotated-trl lab`")
+    figures.add_argument("--out", default="docs/lab/figures")
+    figures.set_defaults(run=_lab_figures)
 
     args = parser.parse_args(argv)
     return args.run(args)

@@ -66,3 +66,34 @@ def arithmetic_reward(completions: list, answer: list[int], **kwargs) -> list[fl
     completions and every extra dataset column (here `answer`) arrives as a keyword argument.
     """
     return [float(extract_answer(_text(c)) == a) for c, a in zip(completions, answer, strict=True)]
+
+
+def solved_fraction(model, tokenizer, prompts, samples_per_prompt=0) -> float:
+    """The fraction of answers to a conversational prompt-only dataset that the task's rule
+    (`arithmetic_reward`) judges right: one greedy answer per prompt (`samples_per_prompt=0`),
+    or that many sampled at temperature 1.0 from a fixed seed, which estimates the policy's
+    expected reward (16 per prompt: 4,096 answers to the 256 training prompts, a standard
+    error of about 0.008)."""
+    import torch
+
+    tokenizer.padding_side = "left"  # generation continues from the right edge
+    texts = [
+        tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False)
+        for p in prompts["prompt"]
+    ]
+    batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    if samples_per_prompt:
+        decoding = {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
+        decoding["num_return_sequences"] = samples_per_prompt
+    else:
+        decoding = {"do_sample": False}
+    # fork_rng: sampling here must not move the trainer's random stream.
+    with torch.random.fork_rng(), torch.no_grad():
+        torch.manual_seed(123)
+        generated = model.generate(**batch, max_new_tokens=12, **decoding)
+    completions = tokenizer.batch_decode(
+        generated[:, batch["input_ids"].shape[1] :], skip_special_tokens=True
+    )
+    answers = [a for a in prompts["answer"] for _ in range(max(samples_per_prompt, 1))]
+    rewards = arithmetic_reward(completions, answer=answers)
+    return sum(rewards) / len(rewards)

@@ -1,0 +1,311 @@
+"""What the lab runs: one row per method, on the toy arithmetic task.
+
+Every run is the method's annotated example script with its tiny recipe
+(`annotated_examples/recipes/<key>_tiny.yaml`) and the flags below on top, so the lab trains
+exactly what a reader would run. The pipeline is the real one, at toy scale:
+
+    random policy --SFT--> policy that solves ~40% --DPO, KTO, BCO, GRPO, PPO, ...--> better?
+                                 \\--teacher--> distillation, GKD train a random student
+
+ORPO and CPO start from the random policy: they fold the SFT stage into their loss. The reward
+model and the PRM start from random classifiers. Settings come from the learning tests
+(tests/test_*_learning.py), which measured them across seeds and CPUs.
+"""
+
+from dataclasses import dataclass, field, replace
+
+from annotated_trl.methods import BY_KEY, METHODS
+
+FROM_RANDOM: dict[str, str] = {}  # the fixture's untrained policy
+TEACHER = {"--teacher_model_name_or_path": "sft"}  # the SFT run teaches a random student
+# Online DPO, XPO and Nash-MD judge pairs with the lab's reward model, as in RLHF. Their tiny
+# recipes also name the task's rule; weight 0 keeps it out of the judgement (two samples of a
+# policy that solves 30% tie under the rule more often than not, and a tie teaches nothing).
+JUDGED_BY_REWARD_MODEL = ["--reward_weights", "1", "0"]
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One panel of a method's figure: a logged metric, and the range a healthy run ends in."""
+
+    key: str  # key in the trainer's log history
+    label: str
+    healthy: tuple[float, float] | None = None  # shaded band; None where any level is fine
+    why: str = ""  # what the band means, shown under the figure
+
+
+@dataclass(frozen=True)
+class Experiment:
+    key: str  # the method's key in annotated_trl.methods, or a broken run's name
+    data: str  # the fixture's data format (annotated_trl.fixtures.DATA_FORMATS)
+    steps: int  # optimiser steps
+    flags: list[str] = field(default_factory=list)  # beyond the tiny recipe; {tiny}: fixture
+    # Models that come from other lab runs of the same seed: flag -> the run's method key.
+    # Unnamed, the model is the fixture's untrained one.
+    uses: dict[str, str] = field(default_factory=lambda: {"--model_name_or_path": "sft"})
+    curves: tuple[Curve, ...] = ()
+    method: str = ""  # whose script runs, when `key` is not a method's (a broken run)
+    prompts_per_step: int = 0  # PPO counts prompts, not steps: --total_episodes = steps x this
+
+    @property
+    def script(self) -> str:
+        return self.method or self.key
+
+    @property
+    def model_kind(self) -> str:
+        """What the run trains, hence how the lab scores it: a policy, a reward model or a PRM."""
+        return {"reward": "reward", "prm": "prm"}.get(self.script, "policy")
+
+
+@dataclass(frozen=True)
+class Broken:
+    """A deliberate mistake: a healthy experiment with a few flags changed, one seed, and the
+    metric that shows it beside the healthy runs."""
+
+    key: str
+    base: str  # the healthy experiment
+    flags: list[str]  # added after the base's: the last occurrence of a flag wins
+    curve: Curve
+    symptom: str
+    cause: str
+    fix: str
+    uses: dict[str, str] | None = None  # replaces the base's, when given
+
+    @property
+    def experiment(self) -> Experiment:
+        base = BY_METHOD[self.base]
+        uses = base.uses if self.uses is None else self.uses
+        return replace(
+            base,
+            key=self.key,
+            method=self.base,
+            flags=[*base.flags, *self.flags],
+            uses=uses,
+            curves=(self.curve,),
+        )
+
+
+def _lr(rate: float) -> list[str]:
+    return ["--learning_rate", str(rate), "--lr_scheduler_type", "constant"]
+
+
+LOSS = Curve("loss", "training loss")
+# The entropy of the fixture's held-out step labels (69 of 110 correct): the log-loss of the best
+# constant prediction (tests/test_prm_learning.py).
+PRM_CONSTANT_LOSS = 0.6605
+SAMPLED_REWARD = Curve(
+    "reward", "mean reward of the sampled completions", why="rises from the warm start's ~0.4"
+)
+PAIR_ACCURACY = Curve(
+    "rewards/accuracies",
+    "pairs ranked right (implicit reward)",
+    (0.5, 1.0),
+    "above 0.5: chosen beats rejected more often than chance",
+)
+KL = Curve("objective/kl", "KL to the reference, nats per completion")
+MARGIN = Curve("rewards/margins", "reward margin, chosen - rejected", (0.0, float("inf")), "> 0")
+
+EXPERIMENTS = (
+    Experiment(
+        "sft",
+        "conversational_language_modeling",
+        600,
+        [*_lr(1e-3), "--eval_strategy", "no"],
+        uses=FROM_RANDOM,
+        curves=(LOSS, Curve("mean_token_accuracy", "next-token accuracy on the answer tokens")),
+    ),
+    Experiment(
+        "distillation",
+        "prompt_only",
+        100,
+        [*_lr(1e-3), "--eval_strategy", "no"],
+        uses=TEACHER,
+        curves=(LOSS,),
+    ),
+    Experiment(
+        "gkd",
+        "conversational_language_modeling",
+        100,
+        [*_lr(1e-3), "--eval_strategy", "no"],
+        uses=TEACHER,
+        curves=(LOSS,),
+    ),
+    Experiment(
+        "reward",
+        "preference",
+        300,
+        [*_lr(3e-4), "--eval_strategy", "steps", "--eval_steps", "25"],
+        uses=FROM_RANDOM,
+        curves=(
+            LOSS,
+            Curve("eval_accuracy", "held-out pairs ranked right", (0.5, 1.0), "chance is 0.5"),
+        ),
+    ),
+    Experiment(
+        "prm",
+        "stepwise_supervision",
+        160,
+        [
+            *_lr(1e-3),
+            *["--model_name_or_path", "{tiny}/token_classifier"],
+            *["--eval_strategy", "steps", "--eval_steps", "20"],
+        ],
+        uses=FROM_RANDOM,
+        curves=(
+            LOSS,
+            Curve(
+                "eval_loss",
+                "held-out step log-loss",
+                (0.0, PRM_CONSTANT_LOSS),
+                "below 0.6605: better than any constant guess (the label share's entropy)",
+            ),
+        ),
+    ),
+    Experiment(
+        "dpo",
+        "preference",
+        100,
+        [*_lr(3e-4), "--eval_strategy", "no"],
+        curves=(
+            LOSS,
+            PAIR_ACCURACY,
+            MARGIN,
+            Curve("logps/chosen", "log-probability of the chosen answer"),
+        ),
+    ),
+    Experiment(
+        "kto",
+        "unpaired_preference",
+        160,
+        [*_lr(1e-4), "--eval_strategy", "no"],
+        curves=(LOSS, Curve("rewards/chosen", "implicit reward, desirable"), Curve("kl", "KL")),
+    ),
+    Experiment(
+        "orpo",
+        "preference",
+        150,
+        [*_lr(1e-3), "--eval_strategy", "no"],
+        uses=FROM_RANDOM,
+        curves=(LOSS, Curve("nll_loss", "NLL of the chosen answer"), PAIR_ACCURACY),
+    ),
+    Experiment(
+        "cpo",
+        "preference",
+        150,
+        [*_lr(1e-3), "--eval_strategy", "no"],
+        uses=FROM_RANDOM,
+        curves=(LOSS, Curve("nll_loss", "NLL of the chosen answer"), PAIR_ACCURACY),
+    ),
+    Experiment(
+        "bco",
+        "unpaired_preference",
+        100,
+        [*_lr(1e-4), "--eval_strategy", "no"],
+        curves=(LOSS, Curve("rewards/chosen", "implicit reward, desirable")),
+    ),
+    *(
+        Experiment(
+            key,
+            "conversational_prompt_only",
+            80,
+            [*_lr(3e-4), "--per_device_train_batch_size", "16", *JUDGED_BY_REWARD_MODEL],
+            uses={"--model_name_or_path": "sft", "--reward_model_path": "reward"},
+            curves=(LOSS, score, KL if key != "nash_md" else Curve("loss/kl", "KL term")),
+        )
+        for key, score in (
+            ("online_dpo", Curve("objective/scores", "reward-model score of the samples")),
+            ("xpo", Curve("objective/model_scores", "reward-model score of the policy's samples")),
+            (
+                "nash_md",
+                Curve(
+                    "rewards/probabilities",
+                    "P(policy's answer beats the mixture's)",
+                    (0.5, 1.0),
+                    "above 0.5: the policy wins against the mixture more often than not",
+                ),
+            ),
+        )
+    ),
+    *(
+        Experiment(
+            key,
+            "conversational_prompt_only",
+            100,
+            [
+                *_lr(3e-4),
+                *["--per_device_train_batch_size", "128", "--num_generations", "16"],
+                *["--max_completion_length", "10"],
+            ],
+            curves=(
+                SAMPLED_REWARD,
+                Curve("entropy", "entropy of the policy, nats per token"),
+                Curve("frac_reward_zero_std", "share of groups whose rewards all tie"),
+            ),
+        )
+        for key in ("grpo", "rloo")
+    ),
+    Experiment(
+        "ppo",
+        "conversational_prompt_only",
+        32,
+        [
+            *_lr(3e-4),
+            *["--per_device_train_batch_size", "32", "--gradient_accumulation_steps", "2"],
+            *["--num_ppo_epochs", "4", "--response_length", "10", "--temperature", "1.0"],
+        ],
+        prompts_per_step=64,
+        # The RLHF pipeline: PPO maximises the score of the lab's reward model, not the rule.
+        uses={"--model_name_or_path": "sft", "--reward_model_path": "reward"},
+        curves=(
+            Curve("objective/scores", "reward of the sampled responses"),
+            KL,
+            Curve("policy/entropy_avg", "entropy of the policy, nats per token"),
+        ),
+    ),
+)
+BY_METHOD = {e.key: e for e in EXPERIMENTS}
+assert set(BY_METHOD) == set(BY_KEY), "every method has a lab experiment"
+ORDER = [m.key for m in METHODS]
+
+BROKEN = (
+    Broken(
+        "grpo-learning-rate-too-high",
+        "grpo",
+        _lr(3e-3),
+        SAMPLED_REWARD,
+        "reward falls below where it started; completions turn to noise",
+        "each update moves the policy too far: the warm start's skill is overwritten",
+        "`learning_rate`: 10x lower (here 3e-4; about 1e-6 for a 0.5B model)",
+    ),
+    Broken(
+        "grpo-task-too-hard",
+        "grpo",
+        [],
+        Curve("frac_reward_zero_std", "share of groups whose rewards all tie"),
+        "`frac_reward_zero_std` at 1, reward 0, loss 0: nothing moves",
+        "the policy never solves a problem: every group ties and every advantage is 0",
+        "start from an SFT model (as the healthy run does), or an easier task or partial rewards",
+        uses={},
+    ),
+    Broken(
+        "ppo-no-kl-penalty",
+        "ppo",
+        ["--kl_coef", "0"],
+        KL,
+        "KL to the reference keeps growing; the reward model's score rises faster than the task",
+        "nothing holds the policy near the reference: it chases the reward model's blind spots",
+        "`kl_coef` (here 0.05), or watch the held-out score, not only the training score",
+    ),
+    Broken(
+        "grpo-batch-does-not-divide",
+        "grpo",
+        ["--num_generations", "7"],
+        SAMPLED_REWARD,
+        "the run stops before training",
+        "a group of `num_generations` completions must fit whole in a generation batch "
+        "(`per_device_train_batch_size` x processes x `steps_per_generation`)",
+        "make `num_generations` divide that batch (here 128: 16 or 8)",
+    ),
+)
+ALL = {e.key: e for e in (*EXPERIMENTS, *(b.experiment for b in BROKEN))}
+BROKEN_BY_KEY = {b.key: b for b in BROKEN}

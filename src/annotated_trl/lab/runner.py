@@ -1,0 +1,278 @@
+"""Run the lab: every experiment at every seed, two at a time, and one results file.
+
+Each run is the method's example script, executed by `runpy` in a child forked from this
+process. The parent imports torch, transformers and TRL once, so a run costs its training and
+not the 5-7 CPU-seconds a fresh interpreter spends importing them (benchmarks/results/suite.md);
+the fork gives each run its own process all the same, so `os.wait4` reports that run's own peak
+memory and CPU time, and a crash or `sys.exit` ends only that run. Each child uses one thread:
+two runs side by side use the 2-core box better than one run on two threads (tiny matrices).
+"""
+
+import json
+import os
+import platform
+import runpy
+import shlex
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from annotated_trl.lab.experiments import ALL, BROKEN, BROKEN_BY_KEY, Experiment
+
+REPO = Path(__file__).resolve().parents[3]
+EXAMPLES = REPO / "annotated_examples"
+POINTS = 100  # logged points per run, at most: enough for a curve, small enough to commit
+QUICK_STEPS = 3
+
+
+KEYS = list(ALL)  # the site's method order, then the broken runs
+BUILT_ON = {key for e in ALL.values() for key in e.uses.values()}
+
+
+@dataclass(frozen=True)
+class Run:
+    key: str  # an experiment's key
+    seed: int
+
+    @property
+    def experiment(self) -> Experiment:
+        return ALL[self.key]
+
+    @property
+    def needs(self) -> set["Run"]:
+        return {Run(key, self.seed) for key in self.experiment.uses.values()}
+
+    def folder(self, root: Path) -> Path:
+        return root / "runs" / self.key / f"seed{self.seed}"
+
+
+def plan(methods: list[str], seeds: list[int], broken: bool = True) -> list["Run"]:
+    """The runs `methods` need at every seed, and their broken runs at the first seed, with the
+    runs they build on; in site order."""
+    wanted = {Run(m, s) for m in methods for s in seeds}
+    if broken:
+        wanted |= {Run(b.key, seeds[0]) for b in BROKEN if b.base in methods}
+    while missing := {need for run in wanted for need in run.needs} - wanted:
+        wanted |= missing
+    return sorted(wanted, key=lambda run: (run.seed, KEYS.index(run.key)))
+
+
+def script_argv(run: Run, tiny: Path, root: Path, quick: bool = False) -> list[str]:
+    """The command line, after `python`, that trains `run`: its script, its tiny recipe, the
+    fixture's data, and the lab's flags. `quick`: QUICK_STEPS steps, to check the lab works."""
+    exp = run.experiment
+    steps = min(exp.steps, QUICK_STEPS) if quick else exp.steps
+    episodes = (
+        ["--total_episodes", str(steps * exp.prompts_per_step)] if exp.prompts_per_step else []
+    )
+    models = {flag: str(Run(key, run.seed).folder(root)) for flag, key in exp.uses.items()}
+    return [
+        str(EXAMPLES / f"{exp.script}_training.py"),
+        *["--config", str(EXAMPLES / "recipes" / f"{exp.script}_tiny.yaml")],
+        *["--model_name_or_path", str(tiny / "policy")],
+        *["--dataset_name", str(tiny / "data" / exp.data)],
+        *[flag.format(tiny=tiny) for flag in exp.flags],
+        *[item for pair in models.items() for item in pair],
+        *["--max_steps", str(steps), *episodes, "--logging_steps", str(max(1, steps // POINTS))],
+        *(["--eval_steps", str(steps)] if quick else []),
+        *["--seed", str(run.seed), "--output_dir", str(run.folder(root))],
+        *["--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "true"],
+    ]
+
+
+def _count_forwards() -> dict[str, int]:
+    """Count every forward call of a whole model (a `*For*` class: causal LM, classifier), by
+    class. Generation calls the model once per new token, so those count too."""
+    from torch.nn.modules.module import register_module_forward_hook
+
+    counts: dict[str, int] = {}
+
+    def hook(module, args, output):
+        name = type(module).__name__
+        if "For" in name:
+            counts[name] = counts.get(name, 0) + 1
+
+    register_module_forward_hook(hook)
+    return counts
+
+
+def _score(run: Run, tiny: Path, root: Path) -> dict:
+    """Held-out scores of what the run trained: greedy solve rate on the 64 test prompts for a
+    policy (and of the model it started from); the trainer's own held-out accuracy otherwise."""
+    if run.experiment.model_kind != "policy":
+        return {}
+    import datasets
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from annotated_trl.toy_task import solved_fraction
+
+    prompts = datasets.load_dataset(
+        "json", data_files=str(tiny / "data" / "conversational_prompt_only" / "test.jsonl")
+    )["train"]
+    start = run.experiment.uses.get("--model_name_or_path")
+    models = {"start": Run(start, run.seed).folder(root) if start else tiny / "policy"}
+    models["end"] = run.folder(root)
+    scores = {}
+    for name, path in models.items():
+        model = AutoModelForCausalLM.from_pretrained(path).eval()
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        scores[f"solve_rate_{name}"] = solved_fraction(model, tokenizer, prompts)
+    return scores
+
+
+def _child(run: Run, tiny: Path, root: Path, quick: bool) -> int:
+    """Train and score one run in this (forked) process; the exit status is the script's."""
+    import torch
+
+    torch.set_num_threads(1)
+    folder = run.folder(root)
+    folder.mkdir(parents=True, exist_ok=True)
+    log = os.open(folder / "log.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    argv = script_argv(run, tiny, root, quick)
+    print("python", shlex.join(argv), flush=True)
+    forwards = _count_forwards()
+    sys.argv = argv
+    try:
+        runpy.run_path(argv[0], run_name="__main__")
+    except SystemExit as stop:  # the scripts exit with "error: ..." on a bad invocation
+        if stop.code not in (None, 0):
+            print(stop.code, flush=True)
+            return 1
+    except Exception:  # a crash: its traceback goes to the run's log, the lab goes on
+        traceback.print_exc()
+        return 1
+    training_forwards = dict(forwards)
+    scores = _score(run, tiny, root)
+    (folder / "lab.json").write_text(json.dumps({"forwards": training_forwards, **scores}))
+    return 0
+
+
+def _summary(run: Run, root: Path, wall: float, usage, quick: bool) -> dict:
+    """One run's record: settings, measurements and the logged history, rounded to 4 digits."""
+    folder = run.folder(root)
+    child = json.loads((folder / "lab.json").read_text())
+    history = json.loads((folder / "trainer_state.json").read_text())["log_history"]
+    steps = max(row.get("step", 0) for row in history)
+    return {
+        "experiment": run.key,
+        "method": run.experiment.script,
+        "seed": run.seed,
+        # As run from the repository with `annotated-trl lab --out runs/lab`:
+        "command": "python "
+        + shlex.join(script_argv(run, Path("runs/lab/tiny"), Path("runs/lab"), quick)).replace(
+            f"{REPO}/", ""
+        ),
+        "steps": steps,
+        "wall_s": round(wall, 2),
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
+        "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),  # ru_maxrss is in KiB on Linux
+        "forwards_per_step": {k: round(n / steps, 2) for k, n in child.pop("forwards").items()},
+        "scores": {k: round(v, 4) for k, v in child.items()},
+        "log": [
+            {k: float(f"{v:.4g}") for k, v in row.items() if isinstance(v, (int, float))}
+            for row in history
+        ],
+    }
+
+
+def run_lab(
+    root: Path, methods: list[str], seeds: list[int], jobs: int = 2, quick: bool = False
+) -> dict:
+    """Train `methods` (and the runs they build on) at `seeds`; return and write
+    `root/results.json`. Prints one line per finished run."""
+    import torch
+    import transformers  # imported once here, inherited by every run
+    import trl  # noqa: F401
+
+    from annotated_trl.fixtures import build_all
+
+    os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRL_EXPERIMENTAL_SILENCE="1")
+    torch.set_num_threads(1)  # the fixture's few matrices; children inherit no thread pool
+    transformers.utils.logging.disable_progress_bar()
+    started = time.time()
+    tiny = build_all(root / "tiny", seed=0)
+    pending, running, done, failed = plan(methods, seeds), {}, {}, []
+    while pending or running:
+        # Longest first, so that no long run is left alone at the end: the runs others build on,
+        # then the rest from the end of the table (the RL methods and broken runs are longest).
+        ready = sorted(
+            (run for run in pending if run.needs <= done.keys()),
+            key=lambda run: (run.key not in BUILT_ON, -KEYS.index(run.key), run.seed),
+        )
+        blocked = [run for run in pending if run.needs & set(failed)]
+        for run in blocked:
+            pending.remove(run)
+            failed.append(run)
+            print(f"skipped {run.key} seed {run.seed}: a run it builds on failed")
+        while ready and len(running) < jobs:
+            run = ready.pop(0)
+            pending.remove(run)
+            pid = os.fork()
+            if pid == 0:
+                code = 1
+                try:
+                    code = _child(run, tiny, root, quick)
+                finally:
+                    os._exit(code)
+            running[pid] = (run, time.time())
+        if not running:
+            continue
+        pid, status, usage = os.wait4(-1, 0)
+        run, began = running.pop(pid)
+        wall = time.time() - began
+        if os.waitstatus_to_exitcode(status) == 0:
+            done[run] = _summary(run, root, wall, usage, quick)
+            print(f"{run.key} seed {run.seed}: {wall:.0f} s", flush=True)
+        elif run.key in BROKEN_BY_KEY:  # a deliberate mistake may stop the run: record how
+            done[run] = {"experiment": run.key, "seed": run.seed, "error": _last_line(run, root)}
+            print(f"{run.key} seed {run.seed}: stopped, as expected: {done[run]['error']}")
+        else:
+            failed.append(run)
+            print(f"FAILED {run.key} seed {run.seed}: see {run.folder(root) / 'log.txt'}")
+    results = {
+        "provenance": _provenance(time.time() - started, seeds, jobs, quick),
+        "runs": [done[run] for run in sorted(done, key=lambda r: (KEYS.index(r.key), r.seed))],
+        "failed": [f"{run.key} seed {run.seed}" for run in failed],
+    }
+    (root / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    return results
+
+
+def _last_line(run: Run, root: Path) -> str:
+    lines = (run.folder(root) / "log.txt").read_text().strip().splitlines()
+    return lines[-1] if lines else "no output"
+
+
+def _provenance(wall: float, seeds: list[int], jobs: int, quick: bool) -> dict:
+    import datasets
+    import torch
+    import transformers
+    import trl
+
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return {
+        "command": "annotated-trl " + shlex.join(sys.argv[1:]),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": f"{cpu}, {os.cpu_count()} cores, {jobs} runs at a time, 1 thread each",
+        "python": platform.python_version(),
+        "versions": {
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "trl": trl.__version__,
+            "datasets": datasets.__version__,
+        },
+        "seeds": seeds,
+        "quick": quick,
+        "wall_s": round(wall, 1),
+    }
