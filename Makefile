@@ -13,7 +13,7 @@ TORCH ?= torch==2.13.0
 # checked against (tests/parity.py). Pure Python, installed beside the environment, not into it.
 ORACLE := .oracle/trl-1.12
 
-.PHONY: serve test setup browser lint status bench
+.PHONY: serve test setup browser lint status lab bench
 
 serve: setup
 	$(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
@@ -51,6 +51,14 @@ lint: setup
 
 status: setup
 	$(BIN)/python tools/status.py > STATUS.md
+
+# The lab: every method on the toy task, 3 seeds (about 10 minutes on 2 cores), then the site's
+# charts from its results. Commit docs/lab/ afterwards.
+lab: setup
+	$(BIN)/annotated-trl lab --out runs/lab
+	cp runs/lab/results.json docs/lab/results.json
+	rm -rf docs/lab/figures
+	$(BIN)/annotated-trl lab-figures docs/lab/results.json --out docs/lab/figures
 
 # Benchmarks (not tests): ratios measured side by side, written to benchmarks/results/.
 bench: setup

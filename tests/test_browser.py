@@ -199,6 +199,17 @@ NOTE_AWAY = """(phone) => [...document.querySelectorAll('.walk-step')].flatMap(s
 })"""
 
 
+# The lab's charts (inline SVG): each must be drawn at a readable size, its tick labels at least
+# MIN_CHART_TEXT_PX, at both widths.
+MIN_CHART_TEXT_PX = 8
+SMALL_CHARTS = """(min) => [...document.querySelectorAll('article svg.lab-chart')].flatMap(svg => {
+  const box = svg.getBoundingClientRect();
+  const text = svg.querySelector('text');
+  const px = text ? text.getBoundingClientRect().height : 0;
+  return box.width < 200 || px < min ? [`${svg.querySelector('title').textContent}: `
+    + `${Math.round(box.width)}px wide, text ${px.toFixed(1)}px`] : [];
+})"""
+
 # Math glyphs in table cells smaller than this many pixels (fractions in a cell's text style
 # came out at 7 px before katex-init.js typeset them in display style).
 MIN_TABLE_MATH_PX = 7.5
@@ -261,6 +272,10 @@ def crawl(server, built_site):
                 page.wait_for_timeout(250)
                 results[uri][f"cut_off/{name}"] = page.evaluate(CUT_OFF)
                 results[uri][f"note_away/{name}"] = page.evaluate(NOTE_AWAY, name == "phone")
+                results[uri][f"small_charts/{name}"] = page.evaluate(
+                    SMALL_CHARTS, MIN_CHART_TEXT_PX
+                )
+                results[uri][f"charts/{name}"] = page.locator("article svg.lab-chart").count()
             page.set_viewport_size({"width": WIDTHS["desktop"][0], "height": WIDTHS["desktop"][1]})
         browser.close()
     return results
@@ -311,6 +326,17 @@ def test_math_in_tables_is_readable(crawl, uri):
 def test_walkthrough_notes_sit_beside_their_code(crawl, uri, width):
     away = crawl[uri][f"note_away/{width}"]
     assert not away, f"{uri}: notes not beside their code: {away[:3]}"
+
+
+@pytest.mark.parametrize("width", list(WIDTHS))
+def test_lab_charts_are_drawn_readably(crawl, width):
+    """Every chart is on the page and readable: the lab page holds them all, each walkthrough
+    its method's."""
+    walkthroughs = [u for u in site_pages() if u.startswith("annotated_trainers/")]
+    assert crawl["lab/index.md"][f"charts/{width}"] > 40
+    assert all(crawl[u][f"charts/{width}"] >= 1 for u in walkthroughs)
+    small = {u: r[f"small_charts/{width}"] for u, r in crawl.items() if r[f"small_charts/{width}"]}
+    assert not small, small
 
 
 # --- The chooser and search, for every method listed in STATUS.md ------------------------------

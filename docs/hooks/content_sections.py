@@ -18,7 +18,7 @@ from pathlib import Path
 from mkdocs.structure.files import File
 from script_pages import script_to_markdown, split_script
 
-from annotated_trl.methods import BY_KEY, METHODS
+from annotated_trl.methods import BY_KEY, FLOWS, METHODS
 
 # folder -> glob of its page sources
 SECTIONS = {
@@ -98,6 +98,14 @@ def methods_nav(root: Path) -> list:
     return nav
 
 
+def flow_html(family: str) -> str:
+    """One training step of a family as boxes and arrows; it wraps on a narrow screen."""
+    stages = '<span class="flow-arrow" aria-hidden="true">→</span>'.join(
+        f'<span class="flow-stage">{stage}</span>' for stage in FLOWS[family]
+    )
+    return f'<div class="flow" role="figure" aria-label="{family}: one step">{stages}</div>'
+
+
 def overview_markdown(root: Path) -> str:
     """The Methods overview: every method's three pages in one table, family by family."""
     pages = method_pages(root)
@@ -112,7 +120,8 @@ def overview_markdown(root: Path) -> str:
     ]
     for family, rows in groupby(METHODS, key=lambda m: m.family):
         header = "| Method | Key | Trainer | " + " | ".join(KINDS.values()) + " |"
-        lines += ["", f"## {family}", "", header, "|---|---|---|" + "---|" * len(KINDS)]
+        lines += ["", f"## {family}", "", flow_html(family), "", header]
+        lines.append("|---|---|---|" + "---|" * len(KINDS))
         for m in rows:
             links = [
                 f"[{k}](../{u})" if (u := pages.get(m.key, {}).get(k)) else "—"
@@ -161,6 +170,7 @@ def on_page_markdown(markdown, page, config, files):
         f'<nav class="method-bar" markdown="1" aria-label="{BY_KEY[key].name} pages">'
         f"**{BY_KEY[key].name}** {' '.join(links)}</nav>"
     )
+    markdown = markdown.replace("[[family-flow]]", flow_html(BY_KEY[key].family))
     heading = re.search(r"^# .*$", markdown, flags=re.M)
     at = heading.end() if heading else 0
     return markdown[:at] + "\n\n" + bar + "\n\n" + markdown[at:]

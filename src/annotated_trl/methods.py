@@ -41,3 +41,40 @@ METHODS = (
     Method("ppo", "PPO", "PPOTrainer", RL, port=True),
 )
 BY_KEY = {m.key: m for m in METHODS}
+
+# What flows through one training step of each family, drawn at the top of its walkthroughs and in
+# the methods overview.
+FLOWS = {
+    SUPERVISED: (
+        "text: the dataset's, or sampled by the student",
+        "student's log-probs per token",
+        "cross-entropy to the data, or divergence to the teacher's log-probs",
+        "mean over completion tokens: the loss",
+    ),
+    REWARD: (
+        "chosen and rejected answers (PRM: reasoning steps with labels)",
+        "a score per answer (PRM: per step)",
+        "-log σ(chosen - rejected) (PRM: cross-entropy per step)",
+    ),
+    OFFLINE: (
+        "prompt, chosen and rejected (KTO, BCO: one answer with a label)",
+        "policy's log-prob of each answer",
+        "minus the reference's: implicit rewards",
+        "a loss on their margin",
+    ),
+    ONLINE: (
+        "prompt",
+        "two answers sampled (Nash-MD: one from a mixture)",
+        "a judge ranks them: reward model or rule",
+        "chosen / rejected pair",
+        "DPO's loss on the pair (+ the method's own term)",
+    ),
+    RL: (
+        "prompt",
+        "samples: a group per prompt (PPO: one)",
+        "rewards",
+        "advantages: group-relative, leave-one-out, or a value model's",
+        "clipped policy-gradient loss (+ KL to the reference)",
+    ),
+}
+assert set(FLOWS) == {m.family for m in METHODS}

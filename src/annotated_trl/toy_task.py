@@ -43,6 +43,11 @@ def sample_problems(n: int, seed: int) -> list[Problem]:
     ]
 
 
+def all_problems() -> list[Problem]:
+    """The whole task: every operand pair with every operator, 300 problems."""
+    return [Problem(a, op, b) for a in range(10) for op in OPERATORS for b in range(10)]
+
+
 _LAST_INTEGER = re.compile(r"-?\d+")
 
 

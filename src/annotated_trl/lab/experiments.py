@@ -109,7 +109,7 @@ EXPERIMENTS = (
     Experiment(
         "sft",
         "conversational_language_modeling",
-        600,
+        800,
         [*_lr(1e-3), "--eval_strategy", "no"],
         uses=FROM_RANDOM,
         curves=(LOSS, Curve("mean_token_accuracy", "next-token accuracy on the answer tokens")),

@@ -32,6 +32,10 @@ def _label(value: float) -> str:
     return f"{value:.3g}" if abs(value) >= 1e-9 else "0"
 
 
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
 def _moving_average(values: list[float], window: int) -> list[float]:
     """Centred moving average; the window shrinks at the ends."""
     half = window // 2
@@ -116,6 +120,81 @@ def panel(curve: Curve, runs: list[dict], broken: list[dict] = ()) -> str:
     return "".join(parts)
 
 
+def by_experiment(results: dict) -> dict[str, list[dict]]:
+    """Every experiment's runs (its seeds), healthy and broken."""
+    runs: dict[str, list[dict]] = {}
+    for run in results["runs"]:
+        runs.setdefault(run["experiment"], []).append(run)
+    return runs
+
+
+def by_method(results: dict) -> dict[str, list[dict]]:
+    """The healthy experiments' runs, in the site's order."""
+    runs = by_experiment(results)
+    return {m: runs[m] for m in ORDER if m in runs}
+
+
+def task_score(run: dict, problems: str = "all") -> tuple[float | None, float]:
+    """(start, end) of the run's score: a policy's greedy solve rate on the task's `problems`
+    ("all" 300, the 172 "seen" in training, the 128 "unseen"); for a reward model or PRM, its
+    trainer's held-out accuracy at the end (no start: an untrained head's accuracy is a coin's)."""
+    if f"{problems}_end" in run["scores"]:
+        return run["scores"][f"{problems}_start"], run["scores"][f"{problems}_end"]
+    accuracies = [row["eval_accuracy"] for row in run["log"] if "eval_accuracy" in row]
+    return None, accuracies[-1]
+
+
+def comparison(results: dict) -> str:
+    """Every policy's solve rate on the whole task: where it started (hollow) and ended
+    (filled), the mean over seeds, each seed's end as a small dot. One row per method."""
+    rows = {
+        m: [task_score(r) for r in runs]
+        for m, runs in by_method(results).items()
+        if BY_METHOD[m].model_kind == "policy"
+    }
+    label_width, row_height, width = 92, 22, 360
+    height = TOP + row_height * len(rows) + BOTTOM
+    ticks = _nice_ticks(0, max(end for pairs in rows.values() for _, end in pairs))
+
+    def x(value):
+        return label_width + (width - label_width - RIGHT) * value / ticks[-1]
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
+        f'class="lab-chart" role="img"><title>Solve rate on the whole task, start and end</title>'
+    ]
+    for tick in ticks:
+        parts.append(
+            f'<line x1="{x(tick):.1f}" x2="{x(tick):.1f}" y1="{TOP}" y2="{height - BOTTOM}" '
+            f'stroke="currentColor" opacity="0.15"/>'
+            f'<text x="{x(tick):.1f}" y="{height - 6}" text-anchor="middle" font-size="10" '
+            f'fill="currentColor">{_label(tick)}</text>'
+        )
+    for i, (method, pairs) in enumerate(rows.items()):
+        y = TOP + row_height * (i + 0.5)
+        start, end = _mean([s for s, _ in pairs]), _mean([e for _, e in pairs])
+        name = BY_KEY[method].name
+        parts.append(
+            f'<text x="{label_width - 8}" y="{y + 4:.1f}" text-anchor="end" font-size="11" '
+            f'fill="currentColor">{name}</text>'
+            f'<line x1="{x(start):.1f}" x2="{x(end):.1f}" y1="{y:.1f}" y2="{y:.1f}" '
+            f'stroke="currentColor" stroke-width="2" opacity="0.5"/>'
+        )
+        for _, seed_end in pairs:
+            parts.append(
+                f'<circle class="lab-seed" cx="{x(seed_end):.1f}" cy="{y:.1f}" r="2" '
+                f'fill="currentColor" opacity="0.4"/>'
+            )
+        parts.append(
+            f'<circle cx="{x(start):.1f}" cy="{y:.1f}" r="4.5" fill="none" '
+            f'stroke="currentColor" stroke-width="1.5"/>'
+            f'<circle class="lab-mean" cx="{x(end):.1f}" cy="{y:.1f}" r="4.5" '
+            f'fill="currentColor"/>'
+        )
+    parts.append("</svg>\n")
+    return "".join(parts)
+
+
 def slug(key: str) -> str:
     """A file name for a metric key: `rewards/margins` -> `rewards-margins`."""
     return key.replace("/", "-")
@@ -152,82 +231,3 @@ def write_all(results_path: Path, out: Path) -> list[Path]:
     written += [write_broken_figure(results, b, out) for b in BROKEN if b.key in present]
     (out / "comparison.svg").write_text(comparison(results))
     return [*filter(None, written), out / "comparison.svg"]
-
-
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values)
-
-
-def held_out(run: dict) -> tuple[float | None, float]:
-    """(start, end) of the run's held-out score: a policy's greedy solve rate on the test
-    prompts, or, for a reward model or PRM, its trainer's held-out accuracy (no start: an
-    untrained head's accuracy is a coin's)."""
-    if "solve_rate_end" in run["scores"]:
-        return run["scores"]["solve_rate_start"], run["scores"]["solve_rate_end"]
-    accuracies = [row["eval_accuracy"] for row in run["log"] if "eval_accuracy" in row]
-    return None, accuracies[-1]
-
-
-def by_experiment(results: dict) -> dict[str, list[dict]]:
-    """Every experiment's runs (its seeds), healthy and broken."""
-    runs: dict[str, list[dict]] = {}
-    for run in results["runs"]:
-        runs.setdefault(run["experiment"], []).append(run)
-    return runs
-
-
-def by_method(results: dict) -> dict[str, list[dict]]:
-    """The healthy experiments' runs, in the site's order."""
-    runs = by_experiment(results)
-    return {m: runs[m] for m in ORDER if m in runs}
-
-
-def comparison(results: dict) -> str:
-    """Every policy's held-out solve rate: where it started (hollow) and ended (filled), the
-    mean over seeds, each seed's end as a small dot. One row per method, site order."""
-    rows = {
-        m: [held_out(r) for r in runs]
-        for m, runs in by_method(results).items()
-        if BY_METHOD[m].model_kind == "policy"
-    }
-    label_width, row_height, width = 92, 22, 360
-    height = TOP + row_height * len(rows) + BOTTOM
-    ticks = _nice_ticks(0, max(end for pairs in rows.values() for _, end in pairs))
-
-    def x(value):
-        return label_width + (width - label_width - RIGHT) * value / ticks[-1]
-
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
-        f'class="lab-chart" role="img"><title>Held-out solve rate, start and end</title>'
-    ]
-    for tick in ticks:
-        parts.append(
-            f'<line x1="{x(tick):.1f}" x2="{x(tick):.1f}" y1="{TOP}" y2="{height - BOTTOM}" '
-            f'stroke="currentColor" opacity="0.15"/>'
-            f'<text x="{x(tick):.1f}" y="{height - 6}" text-anchor="middle" font-size="10" '
-            f'fill="currentColor">{_label(tick)}</text>'
-        )
-    for i, (method, pairs) in enumerate(rows.items()):
-        y = TOP + row_height * (i + 0.5)
-        start, end = _mean([s for s, _ in pairs]), _mean([e for _, e in pairs])
-        name = BY_KEY[method].name
-        parts.append(
-            f'<text x="{label_width - 8}" y="{y + 4:.1f}" text-anchor="end" font-size="11" '
-            f'fill="currentColor">{name}</text>'
-            f'<line x1="{x(start):.1f}" x2="{x(end):.1f}" y1="{y:.1f}" y2="{y:.1f}" '
-            f'stroke="currentColor" stroke-width="2" opacity="0.5"/>'
-        )
-        for _, seed_end in pairs:
-            parts.append(
-                f'<circle class="lab-seed" cx="{x(seed_end):.1f}" cy="{y:.1f}" r="2" '
-                f'fill="currentColor" opacity="0.4"/>'
-            )
-        parts.append(
-            f'<circle cx="{x(start):.1f}" cy="{y:.1f}" r="4.5" fill="none" '
-            f'stroke="currentColor" stroke-width="1.5"/>'
-            f'<circle class="lab-mean" cx="{x(end):.1f}" cy="{y:.1f}" r="4.5" '
-            f'fill="currentColor"/>'
-        )
-    parts.append("</svg>\n")
-    return "".join(parts)

@@ -83,42 +83,66 @@ def script_argv(run: Run, tiny: Path, root: Path, quick: bool = False) -> list[s
 
 
 def _count_forwards() -> dict[str, int]:
-    """Count every forward call of a whole model (a `*For*` class: causal LM, classifier), by
-    class. Generation calls the model once per new token, so those count too."""
+    """Count the passes through a transformer body, and the tokens they process, from now on.
+
+    The hook sits on the body (`Qwen2Model`), not on the model with its head: every forward of
+    a policy, reference, reward or value model runs its body exactly once, including the reward
+    and value scoring that calls the body and the head separately (PPO, XPO, Nash-MD). A
+    generated token is one pass of one token per sequence (the KV cache holds the rest)."""
     from torch.nn.modules.module import register_module_forward_hook
 
-    counts: dict[str, int] = {}
+    counts = {"passes": 0, "tokens": 0}
 
-    def hook(module, args, output):
-        name = type(module).__name__
-        if "For" in name:
-            counts[name] = counts.get(name, 0) + 1
+    def hook(module, args, kwargs, output):
+        if type(module).__name__.endswith("Model") and hasattr(module, "layers"):
+            ids = kwargs.get("input_ids", args[0] if args else None)
+            shape = ids.shape if ids is not None else kwargs["inputs_embeds"].shape[:2]
+            counts["passes"] += 1
+            counts["tokens"] += shape[0] * shape[1]
 
-    register_module_forward_hook(hook)
+    register_module_forward_hook(hook, with_kwargs=True)
     return counts
 
 
+def _problem_sets(tiny: Path):
+    """Every problem of the toy task (300), split into those the fixture trains on (its train
+    split; every data format holds the same problems) and those no run ever sees."""
+    import datasets
+
+    from annotated_trl.toy_task import all_problems
+
+    train = tiny / "data" / "conversational_prompt_only" / "train.jsonl"
+    seen = {json.loads(line)["prompt"][-1]["content"] for line in train.read_text().splitlines()}
+    sets = {"seen": [], "unseen": []}
+    for problem in all_problems():
+        row = {"prompt": [{"role": "user", "content": problem.question}], "answer": problem.answer}
+        sets["seen" if problem.question in seen else "unseen"].append(row)
+    return {name: datasets.Dataset.from_list(rows) for name, rows in sets.items()}
+
+
 def _score(run: Run, tiny: Path, root: Path) -> dict:
-    """Held-out scores of what the run trained: greedy solve rate on the 64 test prompts for a
-    policy (and of the model it started from); the trainer's own held-out accuracy otherwise."""
+    """A policy's greedy solve rate on the task's problems, seen in training and unseen, at the
+    start and end of the run. (A reward model or PRM is scored by its trainer's held-out
+    accuracy, in its log.)"""
     if run.experiment.model_kind != "policy":
         return {}
-    import datasets
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from annotated_trl.toy_task import solved_fraction
 
-    prompts = datasets.load_dataset(
-        "json", data_files=str(tiny / "data" / "conversational_prompt_only" / "test.jsonl")
-    )["train"]
     start = run.experiment.uses.get("--model_name_or_path")
     models = {"start": Run(start, run.seed).folder(root) if start else tiny / "policy"}
     models["end"] = run.folder(root)
+    problem_sets = _problem_sets(tiny)
     scores = {}
-    for name, path in models.items():
+    for when, path in models.items():
         model = AutoModelForCausalLM.from_pretrained(path).eval()
         tokenizer = AutoTokenizer.from_pretrained(path)
-        scores[f"solve_rate_{name}"] = solved_fraction(model, tokenizer, prompts)
+        solved = 0.0
+        for name, problems in problem_sets.items():
+            scores[f"{name}_{when}"] = solved_fraction(model, tokenizer, problems)
+            solved += scores[f"{name}_{when}"] * len(problems)
+        scores[f"all_{when}"] = solved / sum(map(len, problem_sets.values()))
     return scores
 
 
@@ -170,7 +194,7 @@ def _summary(run: Run, root: Path, wall: float, usage, quick: bool) -> dict:
         "wall_s": round(wall, 2),
         "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
         "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),  # ru_maxrss is in KiB on Linux
-        "forwards_per_step": {k: round(n / steps, 2) for k, n in child.pop("forwards").items()},
+        "per_step": {k: round(n / steps, 1) for k, n in child.pop("forwards").items()},
         "scores": {k: round(v, 4) for k, v in child.items()},
         "log": [
             {k: float(f"{v:.4g}") for k, v in row.items() if isinstance(v, (int, float))}
