@@ -50,10 +50,17 @@ def method_figure(method: str, results: dict, page) -> str:
         if curve.healthy:
             bands.append(f"{curve.label}: {curve.why}")
     band_text = f" Shaded: where a healthy run ends ({'; '.join(bands)})." if bands else ""
+    scores = [task_score(run) for run in runs]
+    score = (
+        f"Task score (greedy, all 300 problems): {_start_and_end(scores)}."
+        if scores[0][0] is not None
+        else f"Held-out {_start_and_end(scores)}."
+    )
     caption = (
         f"{BY_KEY[method].name} in the [lab]({_lab_link(page)}): {len(runs)} seeds of "
         f"{runs[0]['steps']} steps on the toy arithmetic task. Thin lines: each seed; bold: "
-        f"their mean, smoothed.{band_text} Reproduce: `annotated-trl lab --methods {method}`."
+        f"their mean, smoothed.{band_text} {score} "
+        f"Reproduce: `annotated-trl lab --methods {method}`."
     )
     return (
         f'<figure class="lab-figure" markdown>\n<div class="lab-panels">{"".join(panels)}</div>\n'
@@ -169,7 +176,7 @@ def on_page_markdown(markdown, page, config, files):
 
     def comparison(_):
         caption = (
-            "Share of the 64 held-out problems answered right (greedy): hollow, where the run "
+            "Share of the task's 300 problems answered right (greedy): hollow, where the run "
             "started; filled, where it ended (mean of the seeds); small dots, each seed's end."
         )
         figure = (

@@ -48,12 +48,11 @@ class Run:
         return root / "runs" / self.key / f"seed{self.seed}"
 
 
-def plan(methods: list[str], seeds: list[int], broken: bool = True) -> list["Run"]:
+def plan(methods: list[str], seeds: list[int]) -> list["Run"]:
     """The runs `methods` need at every seed, and their broken runs at the first seed, with the
     runs they build on; in site order."""
     wanted = {Run(m, s) for m in methods for s in seeds}
-    if broken:
-        wanted |= {Run(b.key, seeds[0]) for b in BROKEN if b.base in methods}
+    wanted |= {Run(b.key, seeds[0]) for b in BROKEN if b.base in methods}
     while missing := {need for run in wanted for need in run.needs} - wanted:
         wanted |= missing
     return sorted(wanted, key=lambda run: (run.seed, KEYS.index(run.key)))
@@ -262,8 +261,15 @@ def run_lab(
         "runs": [done[run] for run in sorted(done, key=lambda r: (KEYS.index(r.key), r.seed))],
         "failed": [f"{run.key} seed {run.seed}" for run in failed],
     }
-    (root / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    (root / "results.json").write_text(results_json(results))
     return results
+
+
+def results_json(results: dict) -> str:
+    """Compact JSON, one run per line: a new lab run shows in a diff run by run."""
+    runs = ",\n".join(json.dumps(run, separators=(",", ":")) for run in results["runs"])
+    head = {k: v for k, v in results.items() if k != "runs"}
+    return json.dumps(head, indent=1)[:-2] + ',\n "runs": [\n' + runs + "\n]}\n"
 
 
 def _last_line(run: Run, root: Path) -> str:
