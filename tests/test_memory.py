@@ -10,9 +10,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-from annotated_trl.data import METHOD_FORMATS
 from annotated_trl.memory import (
-    METHOD_MODELS,
     REFERENCE_MODELS,
     ModelShape,
     activation_bytes,
@@ -150,10 +148,6 @@ def test_memory_activations_by_hand():
     sft = estimate(TOY, "sft", seq_len=3, batch_size=1, gradient_checkpointing=False)
     dpo = estimate(TOY, "dpo", seq_len=3, batch_size=1, gradient_checkpointing=False)
     assert dpo.activations == 2 * sft.activations == 2 * per_layer + logits
-
-
-def test_memory_every_method_is_known():
-    assert set(METHOD_MODELS) == set(METHOD_FORMATS)
 
 
 def test_memory_bad_arguments_are_refused():

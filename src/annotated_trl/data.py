@@ -16,6 +16,8 @@ from pathlib import Path
 
 import datasets
 
+from annotated_trl.methods import METHODS, PAIRS
+
 # What a value in a column must be.
 STRING = "a non-empty string"
 MESSAGES = "a non-empty list of messages"
@@ -48,32 +50,8 @@ EXAMPLES = {
     "prompt_only": '{"prompt": "..."}',
 }
 
-# The formats each method trains on, read from each trainer's dataset preparation in TRL 1.16
-# (pairwise trainers extract an implicit prompt; KTO also unpairs paired data itself).
-PAIRS = ("preference", "implicit_preference")
-METHOD_FORMATS = {
-    "sft": ("language_modeling", "conversational_language_modeling", "prompt_completion"),
-    "dpo": PAIRS,
-    "reward": PAIRS,
-    "orpo": PAIRS,
-    "cpo": PAIRS,
-    "kto": ("unpaired_preference", *PAIRS),
-    "bco": ("unpaired_preference", *PAIRS),
-    # A process reward model labels every step of a reasoning trace.
-    "prm": ("stepwise_supervision",),
-    # Online methods generate their own completions: they need prompts (extra columns such as
-    # `answer` travel to the reward functions).
-    "grpo": ("prompt_only",),
-    "rloo": ("prompt_only",),
-    "online_dpo": ("prompt_only",),
-    "ppo": ("prompt_only",),
-    "nash_md": ("prompt_only",),
-    "xpo": ("prompt_only",),
-    # GKD's collator renders whole conversations. Distillation is fully on-policy: it reads only
-    # `prompt` (a `completion` column is accepted and ignored).
-    "gkd": ("conversational_language_modeling",),
-    "distillation": ("prompt_only", "prompt_completion"),
-}
+# The formats each method trains on (annotated_trl.methods holds them, with their reasons).
+METHOD_FORMATS = {m.key: m.formats for m in METHODS}
 
 ROLES = {"system", "user", "assistant", "tool"}
 

@@ -17,6 +17,8 @@ tests and what is not.
 
 from dataclasses import dataclass
 
+from annotated_trl.methods import METHODS
+
 GIB = 2**30
 
 # Bytes per element of each weight dtype.
@@ -97,40 +99,8 @@ class ModelShape:
         return self.num_hidden_layers * per_layer
 
 
-@dataclass(frozen=True)
-class MethodModels:
-    """What a method keeps in GPU memory besides the trainable policy."""
-
-    reference: bool = False  # a frozen copy of the policy (free with LoRA: adapters switched off)
-    reward: bool = False  # a frozen reward model (a scorer)
-    value: bool = False  # a trainable value model (a scorer with its own gradients and optimizer)
-    teacher: bool = False  # a frozen teacher (a causal LM, possibly larger)
-    generates: bool = False  # online: samples completions during training (GKD: a fraction)
-    # Sequences per dataset row or prompt that go through the policy with gradients.
-    sequences_per_row: int = 1
-
-
-# Read from each trainer at its default settings (TRL 1.16; trl 1.12 for the five ported ones).
-# GRPO's default beta is 0.0 (no reference); RLOO's is 0.05 (a reference). GRPO, RLOO and
-# Online DPO can score with reward functions (no memory) or reward models: pass `reward_model`.
-METHOD_MODELS = {
-    "sft": MethodModels(),
-    "dpo": MethodModels(reference=True, sequences_per_row=2),
-    "reward": MethodModels(sequences_per_row=2),
-    "kto": MethodModels(reference=True),
-    "bco": MethodModels(reference=True),
-    "orpo": MethodModels(sequences_per_row=2),
-    "cpo": MethodModels(sequences_per_row=2),
-    "grpo": MethodModels(generates=True),
-    "rloo": MethodModels(reference=True, generates=True),
-    "online_dpo": MethodModels(reference=True, sequences_per_row=2, generates=True),
-    "ppo": MethodModels(reference=True, reward=True, value=True, generates=True),
-    "nash_md": MethodModels(reference=True, reward=True, generates=True),
-    "xpo": MethodModels(reference=True, reward=True, sequences_per_row=2, generates=True),
-    "gkd": MethodModels(teacher=True, generates=True),
-    "distillation": MethodModels(teacher=True, generates=True),
-    "prm": MethodModels(),
-}
+# What each method holds besides the policy (annotated_trl.methods, with the defaults it assumes).
+METHOD_MODELS = {m.key: m.holds for m in METHODS}
 
 
 def relative_compute(method: str) -> float:

@@ -1,10 +1,27 @@
 """The methods this site teaches: one row each, in the order the site lists them.
 
-Everything that lists methods reads this table (the site's navigation, STATUS.md); a new method is
-a row here plus its three content files.
+Everything that lists methods reads this table (the site's navigation, STATUS.md, the dataset
+checker's formats, the memory estimator's models, the lab); a new method is a row here plus its
+three content files.
 """
 
 from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Holds:
+    """What a method keeps in memory besides the trainable policy, at its trainer's defaults
+    (TRL 1.16; trl 1.12 for the ports). GRPO's default beta is 0.0 (no reference), RLOO's 0.05
+    (a reference). GRPO, RLOO and Online DPO can score with reward functions (no memory) or with
+    reward models: the memory estimator takes `reward_model`."""
+
+    reference: bool = False  # a frozen copy of the policy (free with LoRA: adapters switched off)
+    reward: bool = False  # a frozen reward model (a scorer)
+    value: bool = False  # a trainable value model (a scorer with its own gradients and optimizer)
+    teacher: bool = False  # a frozen teacher (a causal LM, possibly larger)
+    generates: bool = False  # online: samples completions during training (GKD: a fraction)
+    # Sequences per dataset row or prompt that go through the policy with gradients.
+    sequences_per_row: int = 1
 
 
 @dataclass(frozen=True)
@@ -13,6 +30,10 @@ class Method:
     name: str  # short name on the site
     trainer: str  # trainer class name
     family: str  # section of the site's navigation
+    # The dataset formats it trains on (annotated_trl.data.FORMATS), read from each trainer's
+    # dataset preparation; the first is the one the site shows.
+    formats: tuple[str, ...]
+    holds: Holds = Holds()
     port: bool = False  # TRL removed it; annotated_trl.trainers implements it, equal to trl 1.12
 
 
@@ -22,23 +43,90 @@ OFFLINE = "Offline preference"
 ONLINE = "Online preference"
 RL = "Reinforcement learning"
 
+# Pairwise trainers also extract an implicit prompt; KTO and BCO unpair paired data themselves.
+PAIRS = ("preference", "implicit_preference")
+# Online methods generate their own completions: they need prompts (extra columns such as
+# `answer` travel to the reward functions).
+PROMPTS = ("prompt_only",)
+REFERENCE = Holds(reference=True)
+PAIRED_WITH_REFERENCE = Holds(reference=True, sequences_per_row=2)
+
 METHODS = (
-    Method("sft", "SFT", "SFTTrainer", SUPERVISED),
-    Method("distillation", "Distillation", "DistillationTrainer", SUPERVISED),
-    Method("gkd", "GKD", "GKDTrainer", SUPERVISED),
-    Method("reward", "Reward modelling", "RewardTrainer", REWARD),
-    Method("prm", "PRM", "PRMTrainer", REWARD, port=True),
-    Method("dpo", "DPO", "DPOTrainer", OFFLINE),
-    Method("kto", "KTO", "KTOTrainer", OFFLINE),
-    Method("orpo", "ORPO", "ORPOTrainer", OFFLINE),
-    Method("cpo", "CPO", "CPOTrainer", OFFLINE),
-    Method("bco", "BCO", "BCOTrainer", OFFLINE, port=True),
-    Method("online_dpo", "Online DPO", "OnlineDPOTrainer", ONLINE),
-    Method("xpo", "XPO", "XPOTrainer", ONLINE, port=True),
-    Method("nash_md", "Nash-MD", "NashMDTrainer", ONLINE, port=True),
-    Method("grpo", "GRPO", "GRPOTrainer", RL),
-    Method("rloo", "RLOO", "RLOOTrainer", RL),
-    Method("ppo", "PPO", "PPOTrainer", RL, port=True),
+    Method(
+        "sft",
+        "SFT",
+        "SFTTrainer",
+        SUPERVISED,
+        ("language_modeling", "conversational_language_modeling", "prompt_completion"),
+    ),
+    # Distillation is fully on-policy: it reads only `prompt` (a `completion` column is accepted
+    # and ignored).
+    Method(
+        "distillation",
+        "Distillation",
+        "DistillationTrainer",
+        SUPERVISED,
+        ("prompt_only", "prompt_completion"),
+        Holds(teacher=True, generates=True),
+    ),
+    # GKD's collator renders whole conversations.
+    Method(
+        "gkd",
+        "GKD",
+        "GKDTrainer",
+        SUPERVISED,
+        ("conversational_language_modeling",),
+        Holds(teacher=True, generates=True),
+    ),
+    Method(
+        "reward", "Reward modelling", "RewardTrainer", REWARD, PAIRS, Holds(sequences_per_row=2)
+    ),
+    # A process reward model labels every step of a reasoning trace.
+    Method("prm", "PRM", "PRMTrainer", REWARD, ("stepwise_supervision",), port=True),
+    Method("dpo", "DPO", "DPOTrainer", OFFLINE, PAIRS, PAIRED_WITH_REFERENCE),
+    Method("kto", "KTO", "KTOTrainer", OFFLINE, ("unpaired_preference", *PAIRS), REFERENCE),
+    Method("orpo", "ORPO", "ORPOTrainer", OFFLINE, PAIRS, Holds(sequences_per_row=2)),
+    Method("cpo", "CPO", "CPOTrainer", OFFLINE, PAIRS, Holds(sequences_per_row=2)),
+    Method(
+        "bco", "BCO", "BCOTrainer", OFFLINE, ("unpaired_preference", *PAIRS), REFERENCE, port=True
+    ),
+    Method(
+        "online_dpo",
+        "Online DPO",
+        "OnlineDPOTrainer",
+        ONLINE,
+        PROMPTS,
+        Holds(reference=True, sequences_per_row=2, generates=True),
+    ),
+    Method(
+        "xpo",
+        "XPO",
+        "XPOTrainer",
+        ONLINE,
+        PROMPTS,
+        Holds(reference=True, reward=True, sequences_per_row=2, generates=True),
+        port=True,
+    ),
+    Method(
+        "nash_md",
+        "Nash-MD",
+        "NashMDTrainer",
+        ONLINE,
+        PROMPTS,
+        Holds(reference=True, reward=True, generates=True),
+        port=True,
+    ),
+    Method("grpo", "GRPO", "GRPOTrainer", RL, PROMPTS, Holds(generates=True)),
+    Method("rloo", "RLOO", "RLOOTrainer", RL, PROMPTS, Holds(reference=True, generates=True)),
+    Method(
+        "ppo",
+        "PPO",
+        "PPOTrainer",
+        RL,
+        PROMPTS,
+        Holds(reference=True, reward=True, value=True, generates=True),
+        port=True,
+    ),
 )
 BY_KEY = {m.key: m for m in METHODS}
 
