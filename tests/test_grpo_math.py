@@ -345,3 +345,106 @@ def test_grpo_token_normaliser_is_one_optimiser_steps_share(trainer, batch, loss
     finally:
         trainer.args.steps_per_generation = default
     torch.testing.assert_close(got, expected_loss(trainer, batch, loss_type) * 2, **TOL)
+
+
+# ---------------------------------------------------------------------------------------------
+# The weight each token gets: reference_guides/grpo.md, "One group, token by token"
+# ---------------------------------------------------------------------------------------------
+
+
+def token_weights(trainer, loss_type, lengths, advantages, log_ratio, epsilon_high):
+    """d loss / d log pi(y_t) from the library's `_compute_loss`, divided by -A: the weight with
+    which each token's log-probability is pushed up (or, for A < 0, down). One micro-batch per
+    optimiser step and per generation (K = S = 1), one process, no KL (beta = 0), and
+    log pi - log pi_old = `log_ratio` per token."""
+    b, t = len(lengths), max(lengths)
+    mask = (torch.arange(t)[None, :] < torch.tensor(lengths)[:, None]).long()
+    logps = torch.full((b, t), -1.0, requires_grad=True)
+    inputs = {
+        "prompt_ids": torch.zeros(b, 1, dtype=torch.long),
+        "prompt_mask": torch.ones(b, 1, dtype=torch.long),
+        "completion_ids": torch.zeros(b, t, dtype=torch.long),
+        "completion_mask": mask,
+        "advantages": torch.tensor(advantages, dtype=torch.float),
+        "old_per_token_logps": (logps - torch.as_tensor(log_ratio, dtype=torch.float)).detach(),
+        "num_items_in_batch": mask.sum(),
+    }
+    level = "sequence" if loss_type == "luspo" else "token"
+    saved = {
+        name: getattr(trainer, name)
+        for name in ("beta", "epsilon_high", "current_gradient_accumulation_steps")
+    }
+    saved["_get_per_token_logps_and_entropies"] = trainer._get_per_token_logps_and_entropies
+    trainer.beta, trainer.epsilon_high, trainer.current_gradient_accumulation_steps = (
+        0.0,
+        epsilon_high,
+        1,
+    )
+    trainer._get_per_token_logps_and_entropies = lambda *a, **k: (logps, torch.zeros(b, t), None)
+    trainer.loss_type, trainer.importance_sampling_level = loss_type, level
+    steps_per_generation, trainer.args.steps_per_generation = trainer.args.steps_per_generation, 1
+    try:
+        trainer._compute_loss(trainer.model, inputs).backward()
+    finally:
+        for name, value in saved.items():
+            setattr(trainer, name, value)
+        trainer.loss_type, trainer.importance_sampling_level = "dapo", "token"
+        trainer.args.steps_per_generation = steps_per_generation
+    a = inputs["advantages"][:, None]
+    return (-logps.grad / a * mask).tolist()
+
+
+def page_table(heading: str) -> list[list[str]]:
+    """The cells of the first table under `heading` in reference_guides/grpo.md."""
+    from conftest import REPO
+
+    text = (REPO / "reference_guides" / "grpo.md").read_text().split(heading, 1)[1]
+    rows = [line for line in text.splitlines() if line.startswith("|")]
+    table = []
+    for line in rows:
+        if set(line) <= set("|-: "):
+            continue
+        table.append([cell.strip().strip("`") for cell in line.strip("|").split("|")])
+        if len(table) > 1 and not text.split(line, 1)[1].startswith("\n|"):
+            break
+    return table[1:]  # without the header
+
+
+WORKED_LENGTHS, WORKED_ADVANTAGES = [2, 6], [1.0, -1.0]
+
+
+@pytest.mark.parametrize("loss_type", LOSS_TYPES)
+def test_grpo_token_weights_match_the_page(trainer, loss_type):
+    """The worked group: a short right answer (2 tokens, A = +1) and a long wrong one (6, A = -1),
+    on-policy. Each row of the page's table is what `_compute_loss` differentiates to."""
+    rows = {row[0]: row for row in page_table("### One group, token by token")}
+    short, long = token_weights(
+        trainer, loss_type, WORKED_LENGTHS, WORKED_ADVANTAGES, 0.0, epsilon_high=5.0
+    )
+    page = rows[loss_type]
+    # Columns: loss_type, weight of each short token, of each long token, short total, long total.
+    assert float(page[1]) == pytest.approx(short[0], abs=5e-4)
+    assert float(page[2]) == pytest.approx(long[0], abs=5e-4)
+    assert float(page[3]) == pytest.approx(sum(short), abs=5e-4)
+    assert float(page[4]) == pytest.approx(sum(long), abs=5e-4)
+    assert len(set(short[:2])) == 1 and len(set(long)) == 1  # every token of a sequence alike
+
+
+RATIOS = [0.5, 0.8, 1.0, 1.25, 2.0]
+
+
+@pytest.mark.parametrize("loss_type", ["dapo", "cispo", "sapo"])
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_grpo_weight_as_a_function_of_the_ratio_matches_the_page(trainer, loss_type, sign):
+    """One completion whose five tokens have ratios RATIOS: the per-token weight times the
+    normaliser's inverse, at GRPOConfig's default clip (epsilon 0.2 both ways) for `dapo`, and
+    epsilon_high 5 (the cap, as the CISPO paper sets it) for `cispo`."""
+    n = len(RATIOS)
+    log_ratio = torch.log(torch.tensor([RATIOS]))
+    epsilon_high = 5.0 if loss_type == "cispo" else 0.2
+    (weights,) = token_weights(trainer, loss_type, [n], [sign], log_ratio, epsilon_high)
+    normaliser = n  # dapo and cispo: 1 / N_gen; sapo: 1 / (B |y|); here both are 1 / 5
+    rows = {(row[0], row[1]): row for row in page_table("### The weight as the ratio moves")}
+    page = rows[(loss_type, "+1" if sign > 0 else "−1")]
+    for cell, weight in zip(page[2:], weights, strict=True):
+        assert float(cell) == pytest.approx(weight * normaliser, abs=5e-3)
