@@ -174,7 +174,7 @@ def our_logps(model, inputs) -> torch.Tensor:
     )[..., 0]
 
 
-def expected_loss(trainer, inputs, loss_type, level="token"):
+def expected_loss(trainer, inputs, loss_type, level="token", eps=EPS, eps_high=EPS_HIGH, beta=BETA):
     with torch.no_grad():
         logps = our_logps(trainer.model, inputs)
     m = inputs["completion_mask"].float()
@@ -187,7 +187,7 @@ def expected_loss(trainer, inputs, loss_type, level="token"):
     ratio = torch.exp(log_ratio_is)
 
     if loss_type == "cispo":
-        per_token = -torch.clamp(ratio, max=EPS_HIGH) * a * logps
+        per_token = -torch.clamp(ratio, max=eps_high) * a * logps
     elif loss_type == "sapo":
         tau = torch.where(a > 0, 1.0, 1.05)  # sapo_temperature_pos, sapo_temperature_neg
         per_token = -torch.sigmoid(tau * (ratio - 1)) * 4 / tau * a
@@ -198,12 +198,12 @@ def expected_loss(trainer, inputs, loss_type, level="token"):
         phi = torch.exp(lam + k * log_w - lam * torch.exp(log_w))
         per_token = -phi * a * logps
     else:  # the PPO clipped surrogate
-        clipped = torch.clamp(ratio, 1 - EPS, 1 + EPS_HIGH)
+        clipped = torch.clamp(ratio, 1 - eps, 1 + eps_high)
         per_token = -torch.min(ratio * a, clipped * a)
 
     ref_diff = inputs["ref_per_token_logps"] - logps
     k3 = torch.exp(ref_diff) - ref_diff - 1  # Schulman's estimator of KL(pi_theta || pi_ref)
-    per_token = per_token + BETA * k3 * ratio  # use_bias_correction_kl: weighted by the ratio
+    per_token = per_token + beta * k3 * ratio  # use_bias_correction_kl: weighted by the ratio
     per_token = per_token * m  # broadcasts (B, 1) sequence-level terms over the tokens
 
     n_tokens = m.sum(-1)
@@ -448,3 +448,56 @@ def test_grpo_weight_as_a_function_of_the_ratio_matches_the_page(trainer, loss_t
     page = rows[(loss_type, "+1" if sign > 0 else "−1")]
     for cell, weight in zip(page[2:], weights, strict=True):
         assert float(cell) == pytest.approx(weight * normaliser, abs=5e-3)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reproducing the papers: reference_guides/grpo.md, "Reproduce a paper"
+# ---------------------------------------------------------------------------------------------
+
+# Each paper's loss, written from the paper (not from the page's settings): how the per-token
+# terms are aggregated, the clip (or CISPO's cap), the KL coefficient, the ratio's level.
+PAPER_LOSSES = {
+    "DeepSeekMath (GRPO)": {"loss_type": "grpo", "eps": 0.2, "eps_high": 0.2, "beta": 0.04},
+    "DAPO": {"loss_type": "dapo", "eps": 0.2, "eps_high": 0.28, "beta": 0.0},
+    "Dr. GRPO": {"loss_type": "dr_grpo", "eps": 0.2, "eps_high": 0.2, "beta": 0.0},
+    "GSPO": {"loss_type": "grpo", "level": "sequence", "eps": 3e-4, "eps_high": 4e-4, "beta": 0.0},
+    "CISPO (MiniMax-M1, ScaleRL)": {"loss_type": "cispo", "eps": 0.2, "eps_high": 5.0, "beta": 0.0},
+    "SAPO": {"loss_type": "sapo", "eps": 0.2, "eps_high": 0.2, "beta": 0.0},
+}
+
+
+def page_settings(cell: str) -> dict:
+    """`loss_type="dapo"`, `epsilon_high=0.28` -> {"loss_type": "dapo", "epsilon_high": 0.28}."""
+    import ast
+
+    pairs = [item.strip().strip("`") for item in cell.split("`,")]
+    return {k.strip(): ast.literal_eval(v.strip()) for k, v in (p.split("=", 1) for p in pairs)}
+
+
+@pytest.mark.parametrize("paper", list(PAPER_LOSSES))
+def test_grpo_paper_settings_give_the_papers_loss(trainer, batch, paper):
+    """The page's GRPOConfig settings for each paper are valid config fields, and with them the
+    library's `_compute_loss` equals the paper's loss on the fixed batch (ragged lengths, ratios
+    away from 1 so that the clip acts)."""
+    import dataclasses
+
+    rows = {row[0]: row for row in page_table("## Reproduce a paper")}
+    settings = page_settings(rows[paper][1])
+    # GRPOConfig's own defaults, overridden by the page's settings (constructing a second config
+    # would reset the trainer's Accelerator state).
+    args = {f.name: f.default for f in dataclasses.fields(GRPOConfig)}
+    assert set(settings) <= set(args), f"not GRPOConfig fields: {set(settings) - set(args)}"
+    args.update(settings)
+    saved = {n: getattr(trainer, n) for n in ("beta", "epsilon_low", "epsilon_high")}
+    trainer.beta, trainer.epsilon_low = args["beta"], args["epsilon"]
+    trainer.epsilon_high = (
+        args["epsilon_high"] if args["epsilon_high"] is not None else args["epsilon"]
+    )
+    try:
+        library = _library_loss(
+            trainer, batch, args["loss_type"], args["importance_sampling_level"]
+        )
+    finally:
+        for name, value in saved.items():
+            setattr(trainer, name, value)
+    torch.testing.assert_close(library, expected_loss(trainer, batch, **PAPER_LOSSES[paper]), **TOL)
