@@ -501,3 +501,53 @@ def test_grpo_paper_settings_give_the_papers_loss(trainer, batch, paper):
         for name, value in saved.items():
             setattr(trainer, name, value)
     torch.testing.assert_close(library, expected_loss(trainer, batch, **PAPER_LOSSES[paper]), **TOL)
+
+
+# ---------------------------------------------------------------------------------------------
+# Counting: reference_guides/grpo.md, "What one step holds"
+# ---------------------------------------------------------------------------------------------
+
+
+def test_grpo_counting_of_the_worked_example(tiny, tmp_path):
+    """A real run with the page's worked settings (B = 8 completions per micro-batch, K = 2
+    accumulation steps, S = 4 steps per generation, G = 4, num_iterations 2, one process, 4
+    optimiser steps): a reward function that records its calls counts the generation rounds,
+    the completions per round and the distinct prompts in them."""
+    calls = []
+
+    def recording_reward(prompts, completions, **kwargs):
+        calls.append([str(p) for p in prompts])
+        return [0.0] * len(completions)
+
+    prompts = Dataset.from_list(
+        [{"prompt": [{"role": "user", "content": f"What is {i} + 1?"}]} for i in range(40)]
+    )
+    args = GRPOConfig(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        bf16=False,
+        activation_checkpointing=False,
+        report_to="none",
+        per_device_train_batch_size=8,
+        gradient_accumulation_steps=2,
+        steps_per_generation=4,
+        num_generations=4,
+        num_iterations=2,
+        max_completion_length=4,
+        max_steps=4,
+        save_strategy="no",
+        disable_tqdm=True,
+        seed=0,
+    )
+    trainer = GRPOTrainer(
+        model=str(tiny.policy), reward_funcs=recording_reward, args=args, train_dataset=prompts
+    )
+    assert args.generation_batch_size == 8 * 1 * 4  # B x P x S completions
+    trainer.train()
+    assert trainer.state.global_step == 4
+    # 4 optimiser steps x K = 8 micro-batches; a generation round feeds S x num_iterations = 8.
+    assert len(calls) == 1
+    (round_prompts,) = calls
+    assert len(round_prompts) == 32  # B x P x S completions, scored in one call
+    assert len(set(round_prompts)) == 32 // 4  # 8 prompts, each G = 4 times in a row
+    assert all(round_prompts[i] == round_prompts[i - i % 4] for i in range(32))
