@@ -1,4 +1,4 @@
-"""Kill-and-resume, shared by every method's fault test (`tests/test_<key>_fault.py`).
+"""Kill-and-resume, shared by the fault tests (tests/test_fault.py, tests/test_bco_fault.py).
 
 `kill_and_resume(key, tiny, folder, ...)` runs the real script three times, each a fresh process
 as a user runs it, on the tiny recipe with a checkpoint every `save_steps` steps:
@@ -102,12 +102,6 @@ def kill_and_resume(
     resumed = subprocess.run(_command(key, killed, max_steps, save_steps, resume), **run)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     return _read(full), _read(killed)
-
-
-# TRL 1.16 counts `num_tokens` for SFT, DPO, KTO and Reward in a trainer attribute
-# (`_total_train_tokens`) that no checkpoint saves, so after a resume it counts from zero again
-# (measured here). GRPO, RLOO and Distillation log the checkpointed `state.num_input_tokens_seen`.
-TRL_COUNTER_NOT_CHECKPOINTED = ("num_tokens",)
 
 
 def assert_identical(

@@ -35,6 +35,10 @@ class Method:
     formats: tuple[str, ...]
     holds: Holds = Holds()
     port: bool = False  # TRL removed it; annotated_trl.trainers implements it, equal to trl 1.12
+    # Logged counters that a resumed run starts again from zero: TRL 1.16 counts `num_tokens` for
+    # SFT, DPO, KTO and Reward in a trainer attribute no checkpoint saves (measured by the
+    # kill-and-resume tests). None = the run cannot resume at all (PPO, like trl 1.12's).
+    restarts_on_resume: tuple[str, ...] | None = ()
 
 
 SUPERVISED = "Supervised and distillation"
@@ -49,6 +53,7 @@ PAIRS = ("preference", "implicit_preference")
 # `answer` travel to the reward functions).
 PROMPTS = ("prompt_only",)
 REFERENCE = Holds(reference=True)
+NUM_TOKENS = ("num_tokens",)
 PAIRED_WITH_REFERENCE = Holds(reference=True, sequences_per_row=2)
 
 METHODS = (
@@ -58,6 +63,7 @@ METHODS = (
         "SFTTrainer",
         SUPERVISED,
         ("language_modeling", "conversational_language_modeling", "prompt_completion"),
+        restarts_on_resume=NUM_TOKENS,
     ),
     # Distillation is fully on-policy: it reads only `prompt` (a `completion` column is accepted
     # and ignored).
@@ -79,12 +85,34 @@ METHODS = (
         Holds(teacher=True, generates=True),
     ),
     Method(
-        "reward", "Reward modelling", "RewardTrainer", REWARD, PAIRS, Holds(sequences_per_row=2)
+        "reward",
+        "Reward modelling",
+        "RewardTrainer",
+        REWARD,
+        PAIRS,
+        Holds(sequences_per_row=2),
+        restarts_on_resume=NUM_TOKENS,
     ),
     # A process reward model labels every step of a reasoning trace.
     Method("prm", "PRM", "PRMTrainer", REWARD, ("stepwise_supervision",), port=True),
-    Method("dpo", "DPO", "DPOTrainer", OFFLINE, PAIRS, PAIRED_WITH_REFERENCE),
-    Method("kto", "KTO", "KTOTrainer", OFFLINE, ("unpaired_preference", *PAIRS), REFERENCE),
+    Method(
+        "dpo",
+        "DPO",
+        "DPOTrainer",
+        OFFLINE,
+        PAIRS,
+        PAIRED_WITH_REFERENCE,
+        restarts_on_resume=NUM_TOKENS,
+    ),
+    Method(
+        "kto",
+        "KTO",
+        "KTOTrainer",
+        OFFLINE,
+        ("unpaired_preference", *PAIRS),
+        REFERENCE,
+        restarts_on_resume=NUM_TOKENS,
+    ),
     Method("orpo", "ORPO", "ORPOTrainer", OFFLINE, PAIRS, Holds(sequences_per_row=2)),
     Method("cpo", "CPO", "CPOTrainer", OFFLINE, PAIRS, Holds(sequences_per_row=2)),
     Method(
@@ -126,6 +154,7 @@ METHODS = (
         PROMPTS,
         Holds(reference=True, reward=True, value=True, generates=True),
         port=True,
+        restarts_on_resume=None,
     ),
 )
 BY_KEY = {m.key: m for m in METHODS}

@@ -9,7 +9,7 @@ nearest existing parent, and the trainer creates it later as usual.
 
 What it cannot see is a disk that fills *during* the run. Checkpoints are what protect that
 case: a save that fails leaves the earlier checkpoints intact, and `--resume_from_checkpoint`
-continues from the last complete one exactly (tests/test_*_fault.py).
+continues from the last complete one exactly (tests/test_fault.py).
 """
 
 import errno
