@@ -9,7 +9,10 @@ from outside, the same for every trainer (TRL's, and our ports with their own tr
 - the parameters the optimiser holds are copied just before its first step and compared with
   their values at the end (training must move them);
 - after training, every parameter of the model is fingerprinted (the ranks must end with
-  identical weights: their gradients were averaged).
+  identical weights: their gradients were averaged);
+- for PRM and GKD, whose loss normalisers are the question under several processes, the first
+  micro-batch's loss is measured against the rank's own token sum and count, recomputed from
+  the same inputs, and so is the gradient of the final norm's weight (see `loss_scale`).
 The rank writes all of it to `OUT_DIR/rank<k>.json`.
 """
 
@@ -20,9 +23,11 @@ import sys
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from accelerate.data_loader import DataLoaderShard
 from parity_scenarios.per_process import exit_skipping_gloo_teardown
 from torch.optim.optimizer import register_optimizer_step_pre_hook
+from transformers import Trainer
 
 out_dir, script, *script_args = sys.argv[1:]
 first_batch: list[str] = []
@@ -61,6 +66,64 @@ def snapshot_before_first_step(optimizer, args, kwargs):
         before_first_step.extend(p.clone() for p in optimised(optimizer))
 
 
+def token_sum(trainer, model, inputs) -> tuple[torch.Tensor, int] | None:
+    """This rank's summed per-token loss on `inputs` (a tensor with a graph) and its token
+    count, computed here from the logits: PRM's cross-entropy on labelled positions, GKD's
+    generalised JSD on the shifted labels. None for the other trainers."""
+    kind = type(trainer).__name__
+    if kind not in ("PRMTrainer", "GKDTrainer"):
+        return None
+    ids, mask, labels = inputs["input_ids"], inputs["attention_mask"], inputs["labels"]
+    logits = model(input_ids=ids, attention_mask=mask).logits
+    if kind == "PRMTrainer":
+        flat = logits.float().view(-1, logits.shape[-1])
+        total = F.cross_entropy(flat, labels.view(-1), ignore_index=-100, reduction="sum")
+        return total, int((labels != -100).sum())
+    with torch.no_grad():
+        teacher = trainer.teacher_model(input_ids=ids, attention_mask=mask).logits
+    shifted = labels[:, 1:]
+    total = trainer.generalized_jsd_loss(
+        logits[:, :-1], teacher[:, :-1], labels=shifted, beta=trainer.beta, reduction="sum"
+    )
+    return total, int((shifted != -100).sum())
+
+
+loss_scale: dict = {}
+original_training_step = Trainer.training_step
+
+
+def measuring_training_step(self, model, inputs, num_items_in_batch=None):
+    """The first micro-batch: this rank's token sum S, count n and the gradient of S for the
+    final norm's weight, computed on the unwrapped model from the inputs `training_step` gets
+    (GKD's after any generation); then the step itself, and what it back-propagated and what
+    DDP left in that weight's `.grad` (the average over ranks)."""
+    if loss_scale:
+        return original_training_step(self, model, inputs, num_items_in_batch)
+    model.train()  # as `training_step` does first: a model fresh from disk is in eval mode
+    unwrapped = self.accelerator.unwrap_model(model)
+    norm = dict(unwrapped.named_parameters()).get("model.norm.weight")
+    measured = token_sum(self, unwrapped, inputs) if norm is not None else None
+    if measured is None or not norm.requires_grad:
+        loss_scale["measured"] = False
+        return original_training_step(self, model, inputs, num_items_in_batch)
+    total, count = measured
+    (grad_of_sum,) = torch.autograd.grad(total, norm)  # fills no .grad, fires no DDP hook
+    loss = original_training_step(self, model, inputs, num_items_in_batch)
+    items = num_items_in_batch
+    loss_scale.update(
+        measured=True,
+        token_sum=total.item(),
+        tokens=count,
+        num_items_in_batch=int(items) if items is not None else None,
+        loss=loss.item(),
+        grad_of_sum=grad_of_sum.tolist(),
+        ddp_grad=norm.grad.tolist(),
+        accumulation=self.args.gradient_accumulation_steps,
+    )
+    return loss
+
+
+Trainer.training_step = measuring_training_step
 DataLoaderShard.__iter__ = recording_iter
 register_optimizer_step_pre_hook(snapshot_before_first_step)
 
@@ -77,6 +140,8 @@ report = {
     "weights": fingerprint({n: p.detach() for n, p in model.named_parameters()}),
     "optimised": len(after),
     "moved": sum(not torch.equal(a, b) for a, b in zip(before_first_step, after, strict=True)),
+    "loss_scale": loss_scale if loss_scale.get("measured") else None,
+    "logged_losses": [log["loss"] for log in trainer.state.log_history if "loss" in log],
 }
 Path(out_dir, f"rank{report['rank']}.json").write_text(json.dumps(report))
 exit_skipping_gloo_teardown()  # the script has finished; see per_process.py

@@ -10,6 +10,7 @@ checks how `compute_loss` aligns the completion tokens.
 """
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -43,8 +44,7 @@ def reference(student_logits, teacher_logits, mask, beta, temperature=1.0):
     return per_token[keep].sum() / keep.sum(), entropy[keep].sum()
 
 
-@pytest.fixture
-def states():
+def states_for_kernel():
     g = torch.Generator().manual_seed(0)
     h_s = torch.randn(B, K, H_S, generator=g)
     h_t = torch.randn(B, K, H_T, generator=g)
@@ -54,6 +54,11 @@ def states():
     mask[0, 3:] = 0  # right padding after an early EOS
     mask[2, 1:] = 0
     return h_s, h_t, w_s, w_t, mask
+
+
+@pytest.fixture
+def states():
+    return states_for_kernel()
 
 
 def library(states, beta, temperature=1.0, **kwargs):
@@ -123,21 +128,37 @@ def test_distillation_and_gkd_compute_the_same_divergence(states, beta):
     torch.testing.assert_close(library(states, beta, 0.8)[0], gkd, **TOL)
 
 
-def test_distillation_num_items_in_batch_divides_the_sum(states):
-    loss_mean = library(states, 0.5)[0]
-    loss_global = library(states, 0.5, num_items_in_batch=torch.tensor(18))[0]
-    torch.testing.assert_close(loss_global, loss_mean * 9 / 18, **TOL)
-
-
-def test_distillation_defaults_differ_from_gkd():
-    from trl import DistillationConfig
+def test_distillation_defaults_differ_from_gkd(tiny):
+    """Every row of the guide's table "Defaults, and how they differ from GKD"."""
+    from transformers import AutoTokenizer
+    from trl import DistillationConfig, DistillationTrainer
     from trl.experimental.gkd import GKDConfig
+    from trl.experimental.utils import DataCollatorForChatML
 
     distillation = DistillationConfig(output_dir="unused", use_cpu=True, bf16=False)
     gkd = GKDConfig(output_dir="unused", use_cpu=True, bf16=False)
+    # beta, temperature (where it acts is checked by the GKD and Distillation loss tests)
     assert (distillation.beta, distillation.temperature) == (1.0, 1.0)
-    assert (gkd.beta, gkd.temperature, gkd.lmbda) == (0.5, 0.9, 0.5)
+    assert (gkd.beta, gkd.temperature) == (0.5, 0.9)
+    # on-policy fraction and teacher-generated data: GKD's knobs, absent from Distillation
+    assert (gkd.lmbda, gkd.seq_kd) == (0.5, False)
     assert not hasattr(distillation, "lmbda") and not hasattr(distillation, "seq_kd")
+    # learning rate
+    assert (distillation.learning_rate, gkd.learning_rate) == (1e-6, 2e-5)
+    # completion length: each has its own field, and not the other's
+    assert (distillation.max_completion_length, gkd.max_new_tokens) == (512, 128)
+    assert not hasattr(distillation, "max_new_tokens")
+    assert not hasattr(gkd, "max_completion_length")
+    # data: Distillation reads "prompt" (and images) only: a "completion" column is kept in the
+    # dataset (remove_unused_columns=False) but is not among the columns the trainer uses.
+    # GKD's collator reads "messages" (the last-message rule: tests/test_gkd_math.py).
+    assert distillation.remove_unused_columns is False
+    trainer = SimpleNamespace(_signature_columns=None)  # the method only sets this attribute
+    DistillationTrainer._set_signature_columns_if_needed(trainer)
+    assert trainer._signature_columns == ["prompt", "image", "images"]
+    assert DataCollatorForChatML(AutoTokenizer.from_pretrained(tiny.policy)).messages_key == (
+        "messages"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,6 +191,22 @@ def distillation_trainer(tiny, tmp_path_factory):
     )
 
 
+def completion_inputs(tok) -> dict[str, torch.Tensor]:
+    """Two prompts, left-padded, and two completions, right-padded, as generation leaves them."""
+    prompts = [tok("What is 1 + 1?")["input_ids"], tok("What is 12 + 30 exactly?")["input_ids"]]
+    completions = [tok(" 1 + 1 = 2")["input_ids"], tok(" 42")["input_ids"]]
+    width_p, width_c = max(map(len, prompts)), max(map(len, completions))
+    pad = tok.pad_token_id
+    return {
+        "prompt_ids": torch.tensor([[pad] * (width_p - len(p)) + p for p in prompts]),
+        "prompt_mask": torch.tensor([[0] * (width_p - len(p)) + [1] * len(p) for p in prompts]),
+        "completion_ids": torch.tensor([c + [pad] * (width_c - len(c)) for c in completions]),
+        "completion_mask": torch.tensor(
+            [[1] * len(c) + [0] * (width_c - len(c)) for c in completions]
+        ),
+    }
+
+
 def test_distillation_compute_loss_compares_completion_tokens(distillation_trainer):
     """Left-padded prompts, right-padded completions: the loss covers completion tokens only.
 
@@ -177,21 +214,10 @@ def test_distillation_compute_loss_compares_completion_tokens(distillation_train
     read from the position just before it (the last prompt token for j = 0).
     """
     trainer = distillation_trainer
-    tok = trainer.processing_class
-    prompts = [tok("What is 1 + 1?")["input_ids"], tok("What is 12 + 30 exactly?")["input_ids"]]
-    completions = [tok(" 1 + 1 = 2")["input_ids"], tok(" 42")["input_ids"]]
-    width_p, width_c = max(map(len, prompts)), max(map(len, completions))
-    pad = tok.pad_token_id
-    prompt_ids = torch.tensor([[pad] * (width_p - len(p)) + p for p in prompts])
-    prompt_mask = torch.tensor([[0] * (width_p - len(p)) + [1] * len(p) for p in prompts])
-    completion_ids = torch.tensor([c + [pad] * (width_c - len(c)) for c in completions])
-    completion_mask = torch.tensor([[1] * len(c) + [0] * (width_c - len(c)) for c in completions])
-    inputs = {
-        "prompt_ids": prompt_ids,
-        "prompt_mask": prompt_mask,
-        "completion_ids": completion_ids,
-        "completion_mask": completion_mask,
-    }
+    inputs = completion_inputs(trainer.processing_class)
+    prompt_ids, prompt_mask = inputs["prompt_ids"], inputs["prompt_mask"]
+    completion_ids, completion_mask = inputs["completion_ids"], inputs["completion_mask"]
+    width_p, width_c = prompt_ids.shape[1], completion_ids.shape[1]
     trainer.model.eval()  # eval: reduce by the local token count, no num_items_in_batch
     with torch.no_grad():
         loss = trainer.compute_loss(trainer.model, inputs)
@@ -211,3 +237,35 @@ def test_distillation_compute_loss_compares_completion_tokens(distillation_train
     )
     assert abs(shifted - loss) > 1e-3 * loss
     assert math.isfinite(trainer._metrics["eval"]["entropy"][-1])
+
+
+def test_distillation_num_items_in_batch_divides_the_sum(distillation_trainer):
+    """Guide, "Normaliser": in training `compute_loss` divides the summed divergence by the
+    generated-token count that generation stored in the batch (`inputs["num_items_in_batch"]`,
+    all processes) over the number of processes, and ignores the count `Trainer` passes; in
+    evaluation it divides by the local count."""
+    trainer = distillation_trainer
+    inputs = completion_inputs(trainer.processing_class)
+    local = int(inputs["completion_mask"].sum())
+    processes = trainer.accelerator.num_processes
+    assert processes == 1
+    try:
+        trainer.model.eval()
+        with torch.no_grad():
+            local_mean = trainer.compute_loss(trainer.model, inputs)
+        # As if other micro-batches and processes held twice as many tokens again: N = 3 n.
+        trainer.model.train()
+        with torch.no_grad():
+            loss = trainer.compute_loss(
+                trainer.model,
+                {**inputs, "num_items_in_batch": torch.tensor(3 * local)},
+                num_items_in_batch=torch.tensor(1000),  # Trainer's count, from the raw batch
+            )
+    finally:
+        trainer.model.eval()
+    torch.testing.assert_close(loss, local_mean * local / (3 * local / processes), **TOL)
+    assert abs(loss - local_mean / 3) < 1e-6 and abs(loss - local_mean) > 0.5 * local_mean
+    # The kernel itself: the sum over the count it is given.
+    loss_mean = library(states_for_kernel(), 0.5)[0]
+    loss_global = library(states_for_kernel(), 0.5, num_items_in_batch=torch.tensor(18))[0]
+    torch.testing.assert_close(loss_global, loss_mean * 9 / 18, **TOL)

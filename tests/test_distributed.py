@@ -1,4 +1,5 @@
-"""The shipped accelerate configs; every example script launched as two DDP processes on CPU; and
+"""The shipped accelerate configs; every example script launched as two DDP processes on CPU; how
+PRM's and GKD's losses scale with the number of processes (read from those same launches); and
 the five ports against trl 1.12 under two processes.
 
 DeepSpeed is not installed here, so the ZeRO configs are checked by accelerate's own loader and
@@ -14,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from accelerate.commands.config.config_args import ClusterConfig, load_config_from_file
 from accelerate.utils import DistributedType
 from conftest import CPU_LAUNCH_ENV, OFFLINE_ENV, REPO, TWO_CPU_PROCESSES
@@ -74,16 +76,37 @@ def launch(method: str, tiny, out: Path, *flags) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
 
+@pytest.fixture(scope="module")
+def ddp_run(tiny, tmp_path_factory):
+    """`ddp_run(method, flags)` launches once per module and returns (result, out folder): the
+    loss-scale tests below read the reports of the launches the sync test already made."""
+    runs = {}
+
+    def run(method: str, flags=()) -> tuple[subprocess.CompletedProcess, Path]:
+        key = (method, tuple(flags))
+        if key not in runs:
+            out = tmp_path_factory.mktemp(f"ddp-{method}")
+            runs[key] = (launch(method, tiny, out, *flags), out)
+        return runs[key]
+
+    return run
+
+
+def reports_of(ddp_run, method: str, flags=()) -> list[dict]:
+    result, out = ddp_run(method, flags)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+
+
 @pytest.mark.parametrize(
     ("method", "flags"), CASES, ids=[m + ("-lora" if flags else "") for m, flags in CASES]
 )
-def test_distributed_ddp_two_cpu_processes_train_in_sync(method, flags, tiny, tmp_path):
-    result = launch(method, tiny, tmp_path, *flags)
-    assert result.returncode == 0, result.stderr[-4000:]
+def test_distributed_ddp_two_cpu_processes_train_in_sync(method, flags, ddp_run):
+    reports = reports_of(ddp_run, method, flags)
+    out = ddp_run(method, flags)[1]
     saved = "adapter_config.json" if flags else "config.json"
-    assert (tmp_path / "run" / saved).exists()  # process 0 saved the model (or the adapter)
-    assert (tmp_path / "run" / "model.safetensors").exists() != bool(flags)
-    reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert (out / "run" / saved).exists()  # process 0 saved the model (or the adapter)
+    assert (out / "run" / "model.safetensors").exists() != bool(flags)
     for rank, report in enumerate(reports):
         assert report["rank"] == rank
         assert report["world_size"] == 2
@@ -97,6 +120,65 @@ def test_distributed_ddp_two_cpu_processes_train_in_sync(method, flags, tiny, tm
     assert reports[0]["first_batch"] != reports[1]["first_batch"]
     # ...and yet both ended with the same weights: the gradients were averaged across ranks.
     assert reports[0]["weights"] == reports[1]["weights"]
+
+
+# --- How the loss scales with the number of processes P (the PRM and GKD pages) -----------------
+
+# The probe measured, on the first optimiser step (one micro-batch, G = 1), each rank's token
+# sum S_p and count n_p recomputed from the inputs, the loss `training_step` back-propagated,
+# the gradient of S_p for the final norm's weight, and the gradient DDP left there (the average
+# over ranks). Both trainers' ranks see 16 rows each, so the P = 2 factors below cannot hide in
+# a tolerance: they are 2x and 0.5x.
+
+
+def measured_loss_scale(reports: list[dict]) -> tuple[list[dict], torch.Tensor, float, int]:
+    scales = [report["loss_scale"] for report in reports]
+    assert all(scale is not None for scale in scales)
+    assert all(scale["accumulation"] == 1 for scale in scales)
+    processes = reports[0]["world_size"]
+    assert processes == len(scales) == 2
+    # DDP averaged the gradient: both ranks hold the same one.
+    assert scales[0]["ddp_grad"] == scales[1]["ddp_grad"]
+    ddp_grad = torch.tensor(scales[0]["ddp_grad"], dtype=torch.float64)
+    # The first logged loss is the mean over ranks of what each back-propagated.
+    logged = reports[0]["logged_losses"][0]
+    assert logged == pytest.approx(sum(s["loss"] for s in scales) / processes, rel=1e-6)
+    return scales, ddp_grad, logged, processes
+
+
+def test_distributed_prm_loss_and_gradient_are_P_times_the_mean(ddp_run):
+    """PRM (our port): the token classifier ignores `num_items_in_batch`, so each rank's loss is
+    its own micro-batch mean; `Trainer.compute_loss` still multiplies it by P, and DDP's
+    average keeps that factor: loss, logged loss and gradient are P x the mean."""
+    scales, ddp_grad, logged, processes = measured_loss_scale(reports_of(ddp_run, "prm"))
+    means = [s["token_sum"] / s["tokens"] for s in scales]
+    for scale, mean in zip(scales, means, strict=True):
+        assert scale["loss"] == pytest.approx(processes * mean, rel=1e-5)
+    assert logged == pytest.approx(processes * sum(means) / processes, rel=1e-5)
+    grad_of_means = (
+        sum(torch.tensor(s["grad_of_sum"], dtype=torch.float64) / s["tokens"] for s in scales)
+        / processes
+    )
+    torch.testing.assert_close(ddp_grad, processes * grad_of_means, rtol=1e-4, atol=1e-9)
+    # Not the plain mean: the factor is really there.
+    assert not torch.allclose(ddp_grad, grad_of_means, rtol=0.1)
+
+
+def test_distributed_gkd_loss_and_gradient_are_the_mean_over_P(ddp_run):
+    """GKD: `num_items_in_batch` is the token count summed over processes, and GKD's own
+    `compute_loss` (which replaces SFT's) never multiplies by P. Each rank's loss is S_p / N;
+    DDP averages, so loss, logged loss and gradient are the global token mean divided by P."""
+    scales, ddp_grad, logged, processes = measured_loss_scale(reports_of(ddp_run, "gkd"))
+    total = sum(s["tokens"] for s in scales)
+    # Off-policy on this seed's first step: the count is over the dataset labels of all ranks.
+    assert all(s["num_items_in_batch"] == total for s in scales)
+    for scale in scales:
+        assert scale["loss"] == pytest.approx(scale["token_sum"] / total, rel=1e-5)
+    token_mean = sum(s["token_sum"] for s in scales) / total
+    assert logged == pytest.approx(token_mean / processes, rel=1e-5)
+    grad_of_mean = sum(torch.tensor(s["grad_of_sum"], dtype=torch.float64) for s in scales) / total
+    torch.testing.assert_close(ddp_grad, grad_of_mean / processes, rtol=1e-4, atol=1e-9)
+    assert not torch.allclose(ddp_grad, grad_of_mean, rtol=0.1)
 
 
 COUNT_PROCESSES = """

@@ -218,3 +218,29 @@ def test_gkd_collator_labels_only_the_last_message(gkd_trainer):
         # The answer "a op b = c" and the end of the turn; never the user's question.
         assert " = " in text and "What is" not in text
         assert torch.equal(kept, ids[labels != -100])
+
+
+def test_gkd_collator_labels_only_the_last_message_of_a_conversation(gkd_trainer):
+    """Multi-turn rows: earlier assistant turns are context (in `input_ids` and `prompts`), never
+    targets; only the final message is labelled."""
+    trainer = gkd_trainer
+    tokenizer = trainer.processing_class
+    messages = [
+        {"role": "user", "content": "What is 2 + 2?"},
+        {"role": "assistant", "content": "2 + 2 = 4"},
+        {"role": "user", "content": "And 3 + 5?"},
+        {"role": "assistant", "content": "3 + 5 = 8"},
+    ]
+    batch = trainer.data_collator([{"messages": messages}, {"messages": messages[:2]}])
+    for row, final in ((0, "3 + 5 = 8"), (1, "2 + 2 = 4")):
+        labels, ids = batch["labels"][row], batch["input_ids"][row]
+        kept = tokenizer.decode(labels[labels != -100])
+        assert final in kept
+        assert torch.equal(labels[labels != -100], ids[labels != -100])
+        assert "What is" not in kept and "And 3 + 5?" not in kept
+    kept = tokenizer.decode(batch["labels"][0][batch["labels"][0] != -100])
+    assert "2 + 2 = 4" not in kept  # the first answer is context only...
+    context = tokenizer.decode(batch["input_ids"][0])
+    assert "2 + 2 = 4" in context and "And 3 + 5?" in context  # ...but it is in the input
+    prompt = tokenizer.decode(batch["prompts"][0][batch["prompt_attention_mask"][0] == 1])
+    assert "2 + 2 = 4" in prompt and "3 + 5 = 8" not in prompt

@@ -55,26 +55,32 @@ def _ids(tokenizer, text):
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
+@pytest.mark.parametrize("bos", [False, True], ids=["no-bos", "bos"])
 @pytest.mark.parametrize("separator", ["\n", " ки\n\n"], ids=["prm-newline", "prm-multi-token"])
-def test_prm_label_positions(setup, separator):
-    r"""Guide, "Step labels": position $t_k = |x| + \sum_{j \le k} (|s_j| + |\text{sep}|) - 1$
-    carries $c_k$, every other position -100."""
+def test_prm_label_positions(setup, tiny, separator, bos):
+    r"""Guide, "Step labels": position $t_k = |x| + \sum_{j \le k} (|s_j| + |\text{sep}|)$,
+    counted from 1 and with $|x|$ including the BOS token, carries $c_k$; every other position
+    is -100. The fixture's tokenizer has no BOS; the `bos` case gives it one, as Llama's has."""
     rows, tokenizer, _, _ = setup
+    if bos:
+        tokenizer = AutoTokenizer.from_pretrained(tiny.token_classifier)
+        tokenizer.bos_token = "<|im_start|>"
+        assert tokenizer.bos_token_id is not None
     sep = _ids(tokenizer, separator)
     for row in rows[:16]:
         out = PRMTrainer.tokenize_row(row, tokenizer, separator, None, None, False, False)
-        prompt = _ids(tokenizer, row["prompt"])
+        prompt = [tokenizer.bos_token_id] * bos + _ids(tokenizer, row["prompt"])
         steps = [_ids(tokenizer, step) for step in row["completions"]]
-        positions = [
-            len(prompt) + sum(len(s) + len(sep) for s in steps[: k + 1]) - 1
-            for k in range(len(steps))
+        positions = [  # t_k, counted from 1
+            len(prompt) + sum(len(s) + len(sep) for s in steps[: k + 1]) for k in range(len(steps))
         ]
         expected = [-100] * len(out["input_ids"])
         for position, label in zip(positions, row["labels"], strict=True):
-            expected[position] = int(label)
+            expected[position - 1] = int(label)  # a Python list counts from 0
         assert out["labels"] == expected
         assert out["input_ids"] == prompt + [i for s in steps for i in s + sep]
-        assert [out["input_ids"][t] for t in positions] == [sep[-1]] * len(steps)
+        assert [out["input_ids"][t - 1] for t in positions] == [sep[-1]] * len(steps)
+        assert (out["input_ids"][0] == tokenizer.bos_token_id) is bos
 
 
 def test_prm_loss_is_token_level_cross_entropy(setup):
@@ -162,11 +168,11 @@ def test_prm_eval_accuracy_and_loss(setup):
 
 
 def test_prm_gradient_accumulation_sums_micro_batch_means(setup, tiny):
-    r"""Guide, "Gradient accumulation": with $G$ micro-batches per optimiser step, the loss (and
-    so the gradient) is $\sum_{g=1}^{G} \mathcal{L}(\mathcal{B}_g)$, not their mean.
+    r"""Guide, "Gradient accumulation": with $M$ micro-batches per optimiser step, the loss (and
+    so the gradient) is $\sum_{g=1}^{M} \mathcal{L}(\mathcal{B}_g)$, not their mean.
 
     transformers 5.23 sees `**kwargs` in the token classifier's `forward`, so it passes
-    `num_items_in_batch` and skips its own division by $G$; the model's loss ignores it and
+    `num_items_in_batch` and skips its own division by $M$; the model's loss ignores it and
     returns a per-micro-batch mean. trl 1.12 behaves the same (the parity scenario accumulates
     2 micro-batches). Eight copies of one row make every micro-batch's mean the same number.
     """

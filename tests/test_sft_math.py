@@ -512,7 +512,7 @@ def test_sft_lora_forward_is_w0_plus_scaled_ba(tiny, use_rslora):
     layer = lora.base_model.model.model.layers[0].self_attn.q_proj
     torch.manual_seed(0)
     with torch.no_grad():
-        layer.lora_B["default"].weight.normal_()  # leave B = 0 so the adapter does something
+        layer.lora_B["default"].weight.normal_()  # B starts at 0 (no effect): fill it
     scale = alpha / math.sqrt(r) if use_rslora else alpha / r
     assert layer.scaling["default"] == pytest.approx(scale)
 
