@@ -41,3 +41,14 @@ def test_nash_md_refuses_bad_reward(tiny, tmp_path, monkeypatch, case):
 @pytest.mark.badinput
 def test_nash_md_bad_data_as_a_user_sees_it(tiny, tmp_path):
     user_sees_one_line(KEY, tiny, tmp_path)
+
+
+@pytest.mark.badinput
+def test_nash_md_refuses_a_repetition_penalty_it_would_half_apply(tiny, tmp_path):
+    from annotated_trl.toy_task import arithmetic_reward
+    from annotated_trl.trainers.nash_md import NashMDConfig, NashMDTrainer
+
+    args = NashMDConfig(output_dir=str(tmp_path), use_cpu=True, repetition_penalty=2.0)
+    with pytest.raises(ValueError, match=r"repetition_penalty=2.0: .* the policy's half only"):
+        NashMDTrainer(model=str(tiny.policy), reward_funcs=arithmetic_reward, args=args)
+    assert not any(tmp_path.iterdir())

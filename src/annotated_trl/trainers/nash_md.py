@@ -114,8 +114,9 @@ class NashMDTrainer(OnlinePairTrainer):
     def __init__(self, model=None, ref_model=None, reward_funcs=None, args=None, **kwargs):
         if args is not None and args.repetition_penalty not in (None, 1.0):
             raise ValueError(
-                "NashMDTrainer samples from a mixture of two models' logits; "
-                f"repetition_penalty={args.repetition_penalty} is not applied to it: use 1.0"
+                f"repetition_penalty={args.repetition_penalty}: NashMDTrainer samples from a "
+                "mixture of two models' logits, and generate would apply the penalty to the "
+                "policy's half only; use 1.0"
             )
         # Reward models read the policy's token ids: give them the policy's tokenizer (1.12 did).
         n_rewards = len(reward_funcs) if isinstance(reward_funcs, list) else 1
