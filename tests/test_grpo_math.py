@@ -551,3 +551,70 @@ def test_grpo_counting_of_the_worked_example(tiny, tmp_path):
     assert len(round_prompts) == 32  # B x P x S completions, scored in one call
     assert len(set(round_prompts)) == 32 // 4  # 8 prompts, each G = 4 times in a row
     assert all(round_prompts[i] == round_prompts[i - i % 4] for i in range(32))
+
+
+# ---------------------------------------------------------------------------------------------
+# Knobs that change which tokens learn: reference_guides/grpo.md, "Knobs that gate the loss"
+# ---------------------------------------------------------------------------------------------
+
+
+def our_logps_and_entropies(model, inputs):
+    ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1)
+    mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, -T - 1 : -1].float()
+    logp_all = torch.log_softmax(logits, dim=-1)
+    logps = logp_all.gather(-1, inputs["completion_ids"][..., None])[..., 0]
+    return logps, -(logp_all.exp() * logp_all).sum(-1)
+
+
+def gated_dapo_loss(trainer, inputs, delta=None, top_entropy_quantile=1.0, off_policy=None):
+    """The default loss (dapo, token ratio, clip 0.2 / 0.28, beta k3) with the three gates of the
+    page, written from the equations: delta caps the unclipped ratio; only tokens at or above the
+    (1 - q) entropy quantile of the batch keep their policy term; a sequence with A < 0 whose
+    mean log(pi_old / pi) exceeds the threshold loses its policy term. The KL term stays."""
+    logps, entropies = our_logps_and_entropies(trainer.model, inputs)
+    m = inputs["completion_mask"].float()
+    a = inputs["advantages"][:, None]
+    ratio = torch.exp(logps - inputs["old_per_token_logps"])
+    unclipped = ratio if delta is None else torch.clamp(ratio, max=delta)
+    clipped = torch.clamp(ratio, 1 - EPS, 1 + EPS_HIGH)
+    policy = -torch.min(unclipped * a, clipped * a)
+    if off_policy is not None:
+        drift = ((inputs["old_per_token_logps"] - logps) * m).sum(-1, keepdim=True) / m.sum(
+            -1, keepdim=True
+        )
+        policy = policy * ((a >= 0) | (drift <= off_policy)).float()
+    if top_entropy_quantile < 1.0:
+        cut = torch.quantile(entropies[m.bool()], 1 - top_entropy_quantile)
+        policy = policy * (entropies >= cut).float()
+    ref_diff = inputs["ref_per_token_logps"] - logps
+    per_token = policy + BETA * (torch.exp(ref_diff) - ref_diff - 1) * ratio
+    return (per_token * m).sum() / inputs["num_items_in_batch"]
+
+
+GATES = {
+    "delta": {"delta": 1.1},
+    "top_entropy_quantile": {"top_entropy_quantile": 0.5},
+    "off_policy_mask_threshold": {"off_policy": 0.05},
+}
+
+
+@pytest.mark.parametrize("gate", list(GATES))
+def test_grpo_gates_match_library(trainer, batch, gate):
+    ours = gated_dapo_loss(trainer, batch, **GATES[gate])
+    value = next(iter(GATES[gate].values()))
+    saved = (trainer.args.delta, trainer.top_entropy_quantile, trainer.off_policy_mask_threshold)
+    if gate == "delta":
+        trainer.args.delta = value
+    elif gate == "top_entropy_quantile":
+        trainer.top_entropy_quantile = value
+    else:
+        trainer.off_policy_mask_threshold = value
+    try:
+        library = _library_loss(trainer, batch, "dapo")
+    finally:
+        trainer.args.delta, trainer.top_entropy_quantile, trainer.off_policy_mask_threshold = saved
+    torch.testing.assert_close(library, ours, **TOL)
+    # The gate acts on this batch: without it, the loss is another number.
+    assert not torch.isclose(ours, gated_dapo_loss(trainer, batch))
