@@ -618,3 +618,27 @@ def test_grpo_gates_match_library(trainer, batch, gate):
     torch.testing.assert_close(library, ours, **TOL)
     # The gate acts on this batch: without it, the loss is another number.
     assert not torch.isclose(ours, gated_dapo_loss(trainer, batch))
+
+
+def test_grpo_mask_truncated_completions_masks_the_loss_not_the_group(trainer):
+    """`mask_truncated_completions`: a completion cut at `max_completion_length` (no EOS) gets a
+    zero loss mask, m_{i,t} <- m_{i,t} [y_i ended], while its reward still enters its group's mean
+    and std (the advantages equal those of the unmasked groups)."""
+    # The random tiny policy almost never says EOS within 6 tokens: raise its EOS logit by 4 while
+    # sampling, so that about half the completions end and half are cut.
+    eos_boost = torch.zeros(trainer.model.config.vocab_size)
+    eos_boost[trainer.eos_token_ids] = 4.0
+    hook = trainer.model.lm_head.register_forward_hook(lambda module, args, out: out + eos_boost)
+    trainer.mask_truncated_completions = True
+    try:
+        torch.manual_seed(3)
+        output = _score(trainer, trainer.train_dataset.to_list())
+    finally:
+        trainer.mask_truncated_completions = False
+        hook.remove()
+    eos = torch.tensor(trainer.eos_token_ids)
+    ended = torch.isin(output["completion_ids"], eos).any(dim=1)
+    kept = output["completion_mask"].sum(dim=1) > 0
+    assert torch.equal(kept, ended) and ended.any() and not ended.all()
+    rewards = WEIGHTS[0] * torch.tensor(R1) + WEIGHTS[1] * torch.tensor(R2)
+    torch.testing.assert_close(output["advantages"], expected_advantages(rewards, "group"), **TOL)
