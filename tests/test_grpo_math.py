@@ -642,3 +642,34 @@ def test_grpo_mask_truncated_completions_masks_the_loss_not_the_group(trainer):
     assert torch.equal(kept, ended) and ended.any() and not ended.all()
     rewards = WEIGHTS[0] * torch.tensor(R1) + WEIGHTS[1] * torch.tensor(R2)
     torch.testing.assert_close(output["advantages"], expected_advantages(rewards, "group"), **TOL)
+
+
+@pytest.mark.parametrize("adaptive_gate", [None, "below target", "above target"])
+def test_grpo_entropy_bonus_is_the_mean_entropy_whatever_the_loss_type(
+    trainer, batch, adaptive_gate
+):
+    """L = L_policy - c * mean entropy / K, the mean over the micro-batch's completion tokens,
+    for every loss_type. With `use_adaptive_entropy` the coefficient applies only while the last
+    optimiser step's entropy was at or below `entropy_target`."""
+    _, entropies = our_logps_and_entropies(trainer.model, batch)
+    m = batch["completion_mask"].float()
+    mean_entropy = (entropies * m).sum() / m.sum()
+    coef = 0.1
+    saved = (trainer.entropy_coef, trainer.use_adaptive_entropy, trainer._entropy_bonus_enabled)
+    for loss_type in ("dapo", "grpo"):
+        without = _library_loss(trainer, batch, loss_type)
+        trainer.entropy_coef, trainer._entropy_bonus_enabled = coef, True
+        applied = coef
+        if adaptive_gate is not None:
+            trainer.use_adaptive_entropy = True
+            below = adaptive_gate == "below target"
+            trainer._last_world_entropy = trainer.args.entropy_target + (-0.1 if below else 0.1)
+            applied = coef if below else 0.0
+        try:
+            with_bonus = _library_loss(trainer, batch, loss_type)
+        finally:
+            trainer.entropy_coef, trainer.use_adaptive_entropy, trainer._entropy_bonus_enabled = (
+                saved
+            )
+        expected = without - applied * mean_entropy / GA
+        torch.testing.assert_close(with_bonus, expected, **TOL)
