@@ -630,6 +630,7 @@ def test_grpo_mask_truncated_completions_masks_the_loss_not_the_group(trainer):
     eos_boost[trainer.eos_token_ids] = 4.0
     hook = trainer.model.lm_head.register_forward_hook(lambda module, args, out: out + eos_boost)
     trainer.mask_truncated_completions = True
+    trainer.scale_rewards = "group"  # other tests leave it changed
     try:
         torch.manual_seed(3)
         output = _score(trainer, trainer.train_dataset.to_list())
@@ -655,7 +656,9 @@ def test_grpo_entropy_bonus_is_the_mean_entropy_whatever_the_loss_type(
     m = batch["completion_mask"].float()
     mean_entropy = (entropies * m).sum() / m.sum()
     coef = 0.1
-    saved = (trainer.entropy_coef, trainer.use_adaptive_entropy, trainer._entropy_bonus_enabled)
+    names = ("entropy_coef", "use_adaptive_entropy", "_entropy_bonus_enabled")
+    names += ("_last_world_entropy", "_entropy_window_stats")
+    saved = {name: getattr(trainer, name) for name in names}
     for loss_type in ("dapo", "grpo"):
         without = _library_loss(trainer, batch, loss_type)
         trainer.entropy_coef, trainer._entropy_bonus_enabled = coef, True
@@ -668,8 +671,7 @@ def test_grpo_entropy_bonus_is_the_mean_entropy_whatever_the_loss_type(
         try:
             with_bonus = _library_loss(trainer, batch, loss_type)
         finally:
-            trainer.entropy_coef, trainer.use_adaptive_entropy, trainer._entropy_bonus_enabled = (
-                saved
-            )
+            for name, value in saved.items():
+                setattr(trainer, name, value)
         expected = without - applied * mean_entropy / GA
         torch.testing.assert_close(with_bonus, expected, **TOL)
