@@ -58,7 +58,7 @@ from trl import (
 )
 
 from annotated_trl.data import DatasetError, load_checked_dataset
-from annotated_trl.output import OutputDirError, check_output_dir
+from annotated_trl.invocation import parse_or_exit
 from annotated_trl.teachers import TeacherError, check_teacher
 
 # ## 1. Arguments
@@ -79,13 +79,11 @@ parser.set_defaults(
     teacher_model_name_or_path="Qwen/Qwen2.5-1.5B-Instruct",
     dataset_name="trl-lib/ultrafeedback-prompt",
 )
-script_args, training_args, model_args = parser.parse_args_and_config()
-
-# An output folder we could not save to is refused now, not at the first checkpoint.
-try:
-    check_output_dir(training_args.output_dir)
-except OutputDirError as error:
-    sys.exit(f"error: {error}")
+# Parsed as `parser.parse_args_and_config()` parses, but a mistake stops the script here with
+# one line, before anything loads: a misspelt flag or recipe key, a model folder that is not
+# there, bf16 without a GPU, an output folder we could not save to (else the first checkpoint
+# would fail, minutes or hours in).
+script_args, training_args, model_args = parse_or_exit(parser)
 
 # ## 2. Tokenizer
 #

@@ -46,7 +46,7 @@ from transformers import (
 from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config
 
 from annotated_trl.data import DatasetError, load_checked_dataset
-from annotated_trl.output import OutputDirError, check_output_dir
+from annotated_trl.invocation import parse_or_exit
 from annotated_trl.trainers.ppo import PPOConfig, PPOTrainer
 
 # ## 1. Arguments
@@ -79,12 +79,12 @@ parser.set_defaults(
     dataset_name="trl-lib/ultrafeedback-prompt",
     reward_model_path="trl-lib/Qwen2-0.5B-Reward",
 )
-script_args, training_args, model_args = parser.parse_args_and_config()
+# Parsed as `parser.parse_args_and_config()` parses, but a mistake stops the script here with
+# one line, before anything loads: a misspelt flag or recipe key, a model folder that is not
+# there, bf16 without a GPU, an output folder we could not save to (else the first checkpoint
+# would fail, minutes or hours in).
+script_args, training_args, model_args = parse_or_exit(parser)
 
-try:
-    check_output_dir(training_args.output_dir)
-except OutputDirError as error:
-    sys.exit(f"error: {error}")
 # PPO's loop is its own, and, like trl 1.12's, it has no code to restore a checkpoint's optimiser,
 # value model and place in the prompt stream. Refuse, rather than quietly start again at step 0.
 if training_args.resume_from_checkpoint:

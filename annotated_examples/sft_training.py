@@ -40,7 +40,7 @@ from trl import (
 )
 
 from annotated_trl.data import DatasetError, load_checked_dataset
-from annotated_trl.output import OutputDirError, check_output_dir
+from annotated_trl.invocation import parse_or_exit
 
 # ## 1. Arguments
 #
@@ -54,13 +54,11 @@ from annotated_trl.output import OutputDirError, check_output_dir
 
 parser = TrlParser((ScriptArguments, SFTConfig, ModelConfig))
 parser.set_defaults(model_name_or_path="Qwen/Qwen2.5-0.5B", dataset_name="trl-lib/Capybara")
-script_args, training_args, model_args = parser.parse_args_and_config()
-
-# An output folder we could not save to is refused now, not at the first checkpoint.
-try:
-    check_output_dir(training_args.output_dir)
-except OutputDirError as error:
-    sys.exit(f"error: {error}")
+# Parsed as `parser.parse_args_and_config()` parses, but a mistake stops the script here with
+# one line, before anything loads: a misspelt flag or recipe key, a model folder that is not
+# there, bf16 without a GPU, an output folder we could not save to (else the first checkpoint
+# would fail, minutes or hours in).
+script_args, training_args, model_args = parse_or_exit(parser)
 
 # ## 2. Tokenizer
 #

@@ -94,6 +94,7 @@ def user_sees_one_line(key, tiny, tmp_path):
     result = run_script(
         f"{key}_training.py",
         *["--config", recipe, "--model_name_or_path", tiny.policy],
+        *["--reward_model_path", tiny.reward],  # the recipe's tiny/reward is relative to its cwd
         *["--dataset_name", data, "--output_dir", out],
     )
     assert result.returncode == 1
