@@ -675,3 +675,46 @@ def test_grpo_entropy_bonus_is_the_mean_entropy_whatever_the_loss_type(
                 setattr(trainer, name, value)
         expected = without - applied * mean_entropy / GA
         torch.testing.assert_close(with_bonus, expected, **TOL)
+
+
+def vllm_importance_ratio(old_logps, sampling_logps, mask, mode, clip_min, clip_max):
+    """The page's equations for `vllm_importance_sampling_mode`: the ratio of the training
+    model's to vLLM's probability of each sampled token (or of the whole completion), truncated
+    to [clip_min, clip_max] or set to 0 outside it."""
+    diff = torch.nan_to_num((old_logps - sampling_logps) * mask, nan=0.0)
+    if mode.startswith("sequence"):
+        diff = diff.sum(-1, keepdim=True)
+    ratio = torch.exp(diff)
+    if mode.endswith("truncate"):
+        return torch.clamp(ratio, clip_min, clip_max)
+    low = -torch.inf if clip_min is None else clip_min
+    return torch.where((ratio < low) | (ratio > clip_max), 0.0, ratio)
+
+
+@pytest.mark.parametrize(
+    "mode", ["token_truncate", "token_mask", "sequence_truncate", "sequence_mask"]
+)
+def test_grpo_vllm_importance_ratio_weights_the_policy_term(trainer, batch, mode):
+    """vLLM samples with its own kernels, so its probabilities differ a little from the training
+    model's. The ratio is computed where vLLM's log-probs arrive (generation, not run on these
+    CPU machines); `_compute_loss` multiplies the policy term by it, before the KL term. Checked:
+    that multiplication, with the ratio of each mode from the page's equations."""
+    gen = torch.Generator().manual_seed(5)
+    m = batch["completion_mask"].float()
+    sampling = batch["old_per_token_logps"] + 0.5 * torch.randn(m.shape, generator=gen)
+    ratio = vllm_importance_ratio(batch["old_per_token_logps"], sampling, m, mode, None, 1.5)
+    assert (ratio == 0).any() if mode.endswith("mask") else (ratio == 1.5).any()
+    saved = (trainer.use_vllm, trainer.vllm_importance_sampling_correction)
+    trainer.use_vllm, trainer.vllm_importance_sampling_correction = True, True
+    try:
+        weighted = _library_loss(trainer, {**batch, "importance_sampling_ratio": ratio}, "dapo")
+    finally:
+        trainer.use_vllm, trainer.vllm_importance_sampling_correction = saved
+    logps = our_logps(trainer.model, batch).detach()
+    a = batch["advantages"][:, None]
+    rho = torch.exp(logps - batch["old_per_token_logps"])
+    policy = -torch.min(rho * a, torch.clamp(rho, 1 - EPS, 1 + EPS_HIGH) * a) * ratio
+    ref_diff = batch["ref_per_token_logps"] - logps
+    per_token = policy + BETA * (torch.exp(ref_diff) - ref_diff - 1) * rho
+    expected = (per_token * m).sum() / batch["num_items_in_batch"]
+    torch.testing.assert_close(weighted, expected, **TOL)
