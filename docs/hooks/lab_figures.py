@@ -120,7 +120,8 @@ def broken_gallery(results: dict) -> str:
         base = BY_KEY[broken.base].name
         changed = " ".join(broken.flags) or "start from the untrained policy"
         if "error" in run:
-            shown = f"It stopped before training:\n\n```text\n{run['error']}\n```"
+            stopped = "It stopped at once, before any model or data loaded"
+            shown = f"{stopped}:\n\n```text\n{run['error']}\n```"
         else:
             shown = (
                 f'<figure class="lab-figure"><div class="lab-panels"><div class="lab-panel">'

@@ -302,7 +302,7 @@ BROKEN = (
         "grpo",
         ["--num_generations", "7"],
         SAMPLED_REWARD,
-        "the run stops before training",
+        "the run stops before anything loads, with one line naming the flag",
         "a group of `num_generations` completions must fit whole in a generation batch "
         "(`per_device_train_batch_size` x processes x `steps_per_generation`)",
         "make `num_generations` divide that batch (here 128: 16 or 8)",
