@@ -718,3 +718,61 @@ def test_grpo_vllm_importance_ratio_weights_the_policy_term(trainer, batch, mode
     per_token = policy + BETA * (torch.exp(ref_diff) - ref_diff - 1) * rho
     expected = (per_token * m).sum() / batch["num_items_in_batch"]
     torch.testing.assert_close(weighted, expected, **TOL)
+
+
+def test_grpo_sync_ref_model_mixes_the_reference_towards_the_policy(tiny, tmp_path):
+    """`sync_ref_model`: after every `ref_model_sync_steps`-th optimiser step the reference
+    becomes alpha * policy + (1 - alpha) * reference, parameter by parameter (TR-DPO's soft
+    update), with the policy as it is after that step. A real 2-step run, synced every step."""
+    prompts = Dataset.from_list(
+        [{"prompt": [{"role": "user", "content": f"What is {i} + 1?"}]} for i in range(8)]
+    )
+    alpha = 0.6
+    args = GRPOConfig(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        bf16=False,
+        activation_checkpointing=False,
+        report_to="none",
+        per_device_train_batch_size=4,
+        num_generations=4,
+        max_completion_length=4,
+        beta=0.04,
+        sync_ref_model=True,
+        ref_model_mixup_alpha=alpha,
+        ref_model_sync_steps=1,
+        learning_rate=1e-2,
+        max_steps=2,
+        save_strategy="no",
+        disable_tqdm=True,
+        seed=0,
+    )
+    trainer = GRPOTrainer(
+        model=str(tiny.policy),
+        # Longer answers score more: groups do not tie, so the policy moves.
+        reward_funcs=lambda completions, **kwargs: [
+            float(len(c[0]["content"])) for c in completions
+        ],
+        args=args,
+        train_dataset=prompts,
+    )
+    reference = [p.detach().clone() for p in trainer.ref_model.parameters()]
+    start = list(reference)
+    policy_after = []
+
+    class Snapshot(__import__("transformers").TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            policy_after.append([p.detach().clone() for p in model.parameters()])
+
+    # Inserted first, so that it sees the policy before the sync callback runs (which reads
+    # the same, already stepped, policy).
+    trainer.callback_handler.callbacks.insert(0, Snapshot())
+    trainer.train()
+    for policy in policy_after:  # two syncs, one per step
+        reference = [alpha * p + (1 - alpha) * r for p, r in zip(policy, reference, strict=True)]
+    for ours, library in zip(reference, trainer.ref_model.parameters(), strict=True):
+        torch.testing.assert_close(library.detach(), ours, atol=1e-6, rtol=1e-5)
+    # Not trivially: the policy moved away from where the reference started.
+    assert len(policy_after) == 2
+    assert any(not torch.equal(p, r) for p, r in zip(policy_after[-1], start, strict=True))
+    assert any(not torch.equal(p, r) for p, r in zip(policy_after[-1], reference, strict=True))
