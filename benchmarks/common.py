@@ -218,19 +218,13 @@ def compare(a: Worker, b: Worker, reps: int) -> dict:
 
 def machine() -> dict:
     """What the numbers were measured on, including how busy the machine was."""
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
     import torch
     import transformers
 
+    from annotated_trl.lab.runner import cpu_name
+
     return {
-        "cpu": cpu,
+        "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "python": platform.python_version(),

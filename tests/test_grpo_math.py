@@ -15,6 +15,7 @@ functions are checked against our own torch code:
 import pytest
 import torch
 from datasets import Dataset
+from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
 pytestmark = pytest.mark.math
@@ -508,6 +509,31 @@ def test_grpo_paper_settings_give_the_papers_loss(trainer, batch, paper):
 # ---------------------------------------------------------------------------------------------
 
 
+def short_run(tiny, tmp_path, reward, prompts, **config) -> GRPOTrainer:
+    """A GRPOTrainer on the tiny policy, `prompts` conversational prompts, groups of 4 and
+    completions of at most 4 tokens, ready to train for a few real steps."""
+    rows = [{"prompt": [{"role": "user", "content": f"What is {i} + 1?"}]} for i in range(prompts)]
+    args = GRPOConfig(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        bf16=False,
+        activation_checkpointing=False,
+        report_to="none",
+        num_generations=4,
+        max_completion_length=4,
+        save_strategy="no",
+        disable_tqdm=True,
+        seed=0,
+        **config,
+    )
+    return GRPOTrainer(
+        model=str(tiny.policy),
+        reward_funcs=reward,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+    )
+
+
 def test_grpo_counting_of_the_worked_example(tiny, tmp_path):
     """A real run with the page's worked settings (B = 8 completions per micro-batch, K = 2
     accumulation steps, S = 4 steps per generation, G = 4, num_iterations 2, one process, 4
@@ -519,29 +545,18 @@ def test_grpo_counting_of_the_worked_example(tiny, tmp_path):
         calls.append([str(p) for p in prompts])
         return [0.0] * len(completions)
 
-    prompts = Dataset.from_list(
-        [{"prompt": [{"role": "user", "content": f"What is {i} + 1?"}]} for i in range(40)]
-    )
-    args = GRPOConfig(
-        output_dir=str(tmp_path),
-        use_cpu=True,
-        bf16=False,
-        activation_checkpointing=False,
-        report_to="none",
+    trainer = short_run(
+        tiny,
+        tmp_path,
+        recording_reward,
+        prompts=40,
         per_device_train_batch_size=8,
         gradient_accumulation_steps=2,
         steps_per_generation=4,
-        num_generations=4,
         num_iterations=2,
-        max_completion_length=4,
         max_steps=4,
-        save_strategy="no",
-        disable_tqdm=True,
-        seed=0,
     )
-    trainer = GRPOTrainer(
-        model=str(tiny.policy), reward_funcs=recording_reward, args=args, train_dataset=prompts
-    )
+    args = trainer.args
     assert args.generation_batch_size == 8 * 1 * 4  # B x P x S completions
     trainer.train()
     assert trainer.state.global_step == 4
@@ -724,43 +739,26 @@ def test_grpo_sync_ref_model_mixes_the_reference_towards_the_policy(tiny, tmp_pa
     """`sync_ref_model`: after every `ref_model_sync_steps`-th optimiser step the reference
     becomes alpha * policy + (1 - alpha) * reference, parameter by parameter (TR-DPO's soft
     update), with the policy as it is after that step. A real 2-step run, synced every step."""
-    prompts = Dataset.from_list(
-        [{"prompt": [{"role": "user", "content": f"What is {i} + 1?"}]} for i in range(8)]
-    )
     alpha = 0.6
-    args = GRPOConfig(
-        output_dir=str(tmp_path),
-        use_cpu=True,
-        bf16=False,
-        activation_checkpointing=False,
-        report_to="none",
+    trainer = short_run(
+        tiny,
+        tmp_path,
+        # Longer answers score more: groups do not tie, so the policy moves.
+        lambda completions, **kwargs: [float(len(c[0]["content"])) for c in completions],
+        prompts=8,
         per_device_train_batch_size=4,
-        num_generations=4,
-        max_completion_length=4,
         beta=0.04,
         sync_ref_model=True,
         ref_model_mixup_alpha=alpha,
         ref_model_sync_steps=1,
         learning_rate=1e-2,
         max_steps=2,
-        save_strategy="no",
-        disable_tqdm=True,
-        seed=0,
-    )
-    trainer = GRPOTrainer(
-        model=str(tiny.policy),
-        # Longer answers score more: groups do not tie, so the policy moves.
-        reward_funcs=lambda completions, **kwargs: [
-            float(len(c[0]["content"])) for c in completions
-        ],
-        args=args,
-        train_dataset=prompts,
     )
     reference = [p.detach().clone() for p in trainer.ref_model.parameters()]
     start = list(reference)
     policy_after = []
 
-    class Snapshot(__import__("transformers").TrainerCallback):
+    class Snapshot(TrainerCallback):
         def on_step_end(self, args, state, control, model=None, **kwargs):
             policy_after.append([p.detach().clone() for p in model.parameters()])
 

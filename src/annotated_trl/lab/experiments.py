@@ -180,21 +180,16 @@ EXPERIMENTS = (
         [*_lr(1e-4), "--eval_strategy", "no"],
         curves=(LOSS, Curve("rewards/chosen", "implicit reward, desirable"), Curve("kl", "KL")),
     ),
-    Experiment(
-        "orpo",
-        "preference",
-        150,
-        [*_lr(1e-3), "--eval_strategy", "no"],
-        uses=FROM_RANDOM,
-        curves=(LOSS, Curve("nll_loss", "NLL of the chosen answer"), PAIR_ACCURACY),
-    ),
-    Experiment(
-        "cpo",
-        "preference",
-        150,
-        [*_lr(1e-3), "--eval_strategy", "no"],
-        uses=FROM_RANDOM,
-        curves=(LOSS, Curve("nll_loss", "NLL of the chosen answer"), PAIR_ACCURACY),
+    *(  # SFT and preference in one loss, so both start from the random policy
+        Experiment(
+            key,
+            "preference",
+            150,
+            [*_lr(1e-3), "--eval_strategy", "no"],
+            uses=FROM_RANDOM,
+            curves=(LOSS, Curve("nll_loss", "NLL of the chosen answer"), PAIR_ACCURACY),
+        )
+        for key in ("orpo", "cpo")
     ),
     Experiment(
         "bco",

@@ -277,13 +277,9 @@ def _last_line(run: Run, root: Path) -> str:
     return lines[-1] if lines else "no output"
 
 
-def _provenance(wall: float, seeds: list[int], jobs: int, quick: bool) -> dict:
-    import datasets
-    import torch
-    import transformers
-    import trl
-
-    cpu = next(
+def cpu_name() -> str:
+    """The CPU's model name (Linux), as provenance of a measurement."""
+    return next(
         (
             line.split(":", 1)[1].strip()
             for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -291,10 +287,18 @@ def _provenance(wall: float, seeds: list[int], jobs: int, quick: bool) -> dict:
         ),
         platform.processor(),
     )
+
+
+def _provenance(wall: float, seeds: list[int], jobs: int, quick: bool) -> dict:
+    import datasets
+    import torch
+    import transformers
+    import trl
+
     return {
         "command": "annotated-trl " + shlex.join(sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": f"{cpu}, {os.cpu_count()} cores, {jobs} runs at a time, 1 thread each",
+        "machine": f"{cpu_name()}, {os.cpu_count()} cores, {jobs} runs at a time, 1 thread each",
         "python": platform.python_version(),
         "versions": {
             "torch": torch.__version__,
