@@ -1,7 +1,8 @@
-"""Kill-and-resume, shared by the fault tests (tests/test_fault.py, tests/test_bco_fault.py).
+"""Kill-and-resume, the harness of the fault tests (tests/test_fault.py).
 
-`kill_and_resume(key, tiny, folder, ...)` runs the real script three times, each a fresh process
-as a user runs it, on the tiny recipe with a checkpoint every `save_steps` steps:
+`kill_and_resume(key, tiny, folder, ...)` runs the real script three times, each in a fresh
+process (forked from a warm interpreter, tests/support/warm.py), on the tiny recipe with a
+checkpoint every `save_steps` steps:
 
 1. uninterrupted, to `max_steps`;
 2. the same run, SIGKILLed (no clean-up, no signal handler runs) as soon as the checkpoint at
@@ -15,20 +16,20 @@ compare exactly: on CPU the resumed run must be the same computation, not a simi
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from conftest import OFFLINE_ENV, REPO
 from safetensors.torch import load_file
+from support.warm import shared
 
 TIMING = ("runtime", "per_second", "step_time")
 
 
 @dataclass
 class Run:
+    folder: Path  # the run's output folder
     log: list[dict]  # trainer_state.json's log_history without wall-clock metrics
     weights: dict  # name -> tensor, from the final model.safetensors
 
@@ -36,13 +37,13 @@ class Run:
 def _read(output_dir: Path) -> Run:
     history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
     log = [{k: v for k, v in e.items() if not any(t in k for t in TIMING)} for e in history]
-    return Run(log=log, weights=load_file(output_dir / "model.safetensors"))
+    return Run(output_dir, log, load_file(output_dir / "model.safetensors"))
 
 
-def _command(key: str, output_dir: Path, max_steps: int, save_steps: int, extra) -> list[str]:
+def command(key: str, output_dir: Path, max_steps: int, save_steps: int, extra=()) -> list[str]:
+    """`key`'s script on its tiny recipe: a checkpoint every `save_steps`, a log every step."""
     recipe = REPO / "annotated_examples" / "recipes" / f"{key}_tiny.yaml"
     return [
-        sys.executable,
         str(REPO / "annotated_examples" / f"{key}_training.py"),
         *["--config", str(recipe), "--output_dir", str(output_dir)],
         *["--max_steps", str(max_steps), "--logging_steps", "1", "--report_to", "none"],
@@ -69,37 +70,30 @@ def kill_and_resume(
     """
     assert 2 * save_steps <= max_steps, "leave steps after the checkpoint for the kill to cut"
     (folder / "tiny").symlink_to(Path(tiny).resolve(), target_is_directory=True)
+    warm = shared(**OFFLINE_ENV)
     env = {**os.environ, **OFFLINE_ENV}
-    run = {"cwd": folder, "env": env, "capture_output": True, "text": True, "timeout": timeout}
 
     full = folder / "full"
-    done = subprocess.run(_command(key, full, max_steps, save_steps, extra), **run)
+    done = warm.run(command(key, full, max_steps, save_steps, extra), folder, env, timeout)
     assert done.returncode == 0, done.stderr[-3000:]
 
     killed = folder / "killed"
     checkpoint = killed / f"checkpoint-{save_steps}"
-    log = (folder / "killed.log").open("w")
-    process = subprocess.Popen(
-        _command(key, killed, max_steps, save_steps, extra),
-        cwd=folder,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    log = folder / "killed.log"
+    process = warm.start(command(key, killed, max_steps, save_steps, extra), folder, env, log, log)
     deadline = time.monotonic() + timeout
     while not _complete(checkpoint) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
+    process.kill(signal.SIGKILL)
     assert process.wait() == -signal.SIGKILL, (
-        f"{key}: the run ended (exit {process.returncode}) before it could be killed; "
+        f"{key}: the run ended (exit {process.poll()}) before it could be killed; "
         "raise max_steps or lower save_steps"
     )
-    log.close()
-    assert _complete(checkpoint), (folder / "killed.log").read_text()[-3000:]
+    assert _complete(checkpoint), log.read_text()[-3000:]
     assert not (killed / "model.safetensors").exists(), "killed after the final save"
 
     resume = [*extra, "--resume_from_checkpoint", checkpoint]
-    resumed = subprocess.run(_command(key, killed, max_steps, save_steps, resume), **run)
+    resumed = warm.run(command(key, killed, max_steps, save_steps, resume), folder, env, timeout)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     return _read(full), _read(killed)
 

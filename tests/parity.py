@@ -6,9 +6,10 @@ runs by one import, exactly the one-line change a user makes when migrating:
     python tests/parity_scenarios/ppo.py --impl original --out a.json  # trl.experimental.ppo
     python tests/parity_scenarios/ppo.py --impl ours --out b.json  # annotated_trl.trainers.ppo
 
-Each run is a fresh subprocess. For "original" the pure-Python trl 1.12.0 wheel installed by
-`make setup` in .oracle/trl-1.12 goes first on PYTHONPATH, so `import trl` finds it instead of
-the pinned 1.16; everything else (torch, transformers, the fixture) is shared. A scenario writes
+Each run is a fresh process, forked from a warm interpreter of its side (tests/support/warm.py).
+For "original" the pure-Python trl 1.12.0 wheel installed by `make setup` in .oracle/trl-1.12
+goes first on PYTHONPATH, so `import trl` finds it instead of the pinned 1.16; everything else
+(torch, transformers, the fixture) is shared. A scenario writes
 its `trainer.state.log_history` as JSON; `assert_same_logs` compares every logged number.
 
 With `processes=2` both runs are `accelerate launch`ed as two DDP processes on CPU instead, and
@@ -20,10 +21,10 @@ import json
 import math
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 from conftest import CPU_LAUNCH_ENV, OFFLINE_ENV, REPO, TWO_CPU_PROCESSES
+from support.warm import shared
 
 ORACLE = REPO / ".oracle" / "trl-1.12"
 SCENARIOS = REPO / "tests" / "parity_scenarios"
@@ -52,16 +53,14 @@ def run_scenario(
         env["PYTHONPATH"] = str(oracle_trl())
     out_dir.mkdir(parents=True, exist_ok=True)
     log_file = out_dir / f"{impl}.json"
-    python = TWO_CPU_PROCESSES if processes == 2 else [sys.executable]
-    result = subprocess.run(
-        [*python, str(SCENARIOS / f"{key}.py"), "--impl", impl, "--out", str(log_file)]
-        + [str(a) for a in args],
-        cwd=out_dir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    argv = [SCENARIOS / f"{key}.py", "--impl", impl, "--out", log_file, *args]
+    if processes == 2:
+        command = [*TWO_CPU_PROCESSES, *map(str, argv)]
+        run = {"capture_output": True, "text": True, "timeout": timeout}
+        result = subprocess.run(command, cwd=out_dir, env=env, **run)
+    else:
+        warm = shared(**OFFLINE_ENV, PYTHONPATH=env.get("PYTHONPATH"))
+        result = warm.run(argv, out_dir, env, timeout)
     assert result.returncode == 0, f"{key} ({impl}) failed:\n{result.stderr[-4000:]}"
     return json.loads(log_file.read_text())
 

@@ -1,18 +1,20 @@
-"""What every script's smoke tests share: one true subprocess run per script, variants in-process.
+"""What every script's smoke tests share: one run per script in a process of its own, variants
+in-process.
 
 A smoke module lists its variants in `CASES`, builds each one's command line in
 `case_args(tiny, case, out) -> [script, *flags]`, and names in `CLI_CASE` the one variant that runs
-as a user runs it: a fresh Python process. Every other variant runs the same script in the test
-process (`runpy`, the same code path as `python script.py`), which skips the ≈5 s of imports a
-new process pays. `trained(request, case)` returns a variant's output folder either way.
+in a process of its own, as a user runs it: a child forked from a warm interpreter
+(tests/support/warm.py), which runs the script as `__main__` without paying again for the ≈5 s
+of imports a bare `python script.py` pays (that start is what the bad-input tests' subprocess
+case sees, for every script). Every other variant runs the same script in the test process
+(`runpy`, the same code path). `trained(request, case)` returns a variant's output folder either
+way.
 
-The subprocess runs start ahead of time: the first smoke test of the session starts background
-threads that launch, in test order, the subprocess run of every smoke module with a selected test.
-A subprocess run is ~5.5 s alone, ~4.5 s of it imports (torch, transformers, trl): sixteen of
-them are most of the smoke budget, so they never wait for the in-process variants.
+The separate runs start ahead of time: the first smoke test of the session starts background
+threads that launch, in test order, the run of every smoke module with a selected test.
 `PREFETCH_WORKERS` of them run at a time, beside the test process, which trains the variants
-meanwhile. Under pytest-xdist each
-worker starts a module's subprocess only when one of its tests asks for it.
+meanwhile. Under pytest-xdist each worker starts a module's run only when one of its tests asks
+for it.
 
 Every run, in a subprocess or in-process, gets one torch thread. Three busy processes share the
 two cores of the CI machine, and torch's default of one thread per core then oversubscribes them:
@@ -33,6 +35,7 @@ import pytest
 import torch
 from conftest import OFFLINE_ENV, REPO
 from safetensors.torch import load_file
+from support.warm import shared
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 SCRIPTS = REPO / "annotated_examples"
@@ -70,7 +73,7 @@ class CliRuns:
         self.lock = threading.Lock()
         self.started: dict[str, threading.Event] = {}
         self.results: dict[str, tuple[subprocess.CompletedProcess, Path]] = {}
-        self.running: set[subprocess.Popen] = set()
+        self.running: set = set()  # warm.Run
         self.closed = False
 
     def _claim(self, module) -> bool:
@@ -84,23 +87,17 @@ class CliRuns:
     def _run(self, module) -> None:
         out = self.root / module.__name__ / "out"
         script, *args = module.case_args(self.tiny, module.CLI_CASE, out)
-        command = [sys.executable, str(SCRIPTS / script), *map(str, args)]
         env = {**os.environ, **OFFLINE_ENV, "OMP_NUM_THREADS": "1"}  # one thread (see above)
-        with subprocess.Popen(
-            command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        ) as process:
-            self.running.add(process)
-            try:
-                stdout, stderr = process.communicate(timeout=TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                stdout, stderr = process.communicate()
-                stderr += f"\n(timed out after {TIMEOUT} s)"
-            self.running.discard(process)
-        self.results[module.__name__] = (
-            subprocess.CompletedProcess(command, process.returncode, stdout, stderr),
-            out,
-        )
+        run = shared(**OFFLINE_ENV).start([SCRIPTS / script, *args], REPO, env)
+        self.running.add(run)
+        try:
+            returncode, late = run.wait(TIMEOUT), ""
+        except subprocess.TimeoutExpired:
+            returncode, late = -9, f"\n(timed out after {TIMEOUT} s)"
+        self.running.discard(run)
+        output = run.stdout.read_text(), run.stderr.read_text() + late
+        result = subprocess.CompletedProcess([script, *args], returncode, *output)
+        self.results[module.__name__] = (result, out)
         self.started[module.__name__].set()
 
     def prefetch(self, modules) -> None:
@@ -123,9 +120,8 @@ class CliRuns:
         """Stop prefetching and end the subprocesses still running (after an early exit, `-x`)."""
         with self.lock:
             self.closed = True
-        for process in list(self.running):
-            if process.poll() is None:
-                process.kill()
+        for run in list(self.running):
+            run.kill()
 
     def result(self, module) -> tuple[subprocess.CompletedProcess, Path]:
         """The finished run of `module`'s CLI case and its output folder; fails if it failed."""
