@@ -12,7 +12,12 @@ from outside, the same for every trainer (TRL's, and our ports with their own tr
   identical weights: their gradients were averaged);
 - for PRM and GKD, whose loss normalisers are the question under several processes, the first
   micro-batch's loss is measured against the rank's own token sum and count, recomputed from
-  the same inputs, and so is the gradient of the final norm's weight (see `loss_scale`).
+  the same inputs, and so is the gradient of the final norm's weight (see `loss_scale`);
+- for GRPO, the first generation round's gathered rewards, this rank's advantages, completion
+  lengths and token count, and the first micro-batch's loss (see `grpo_round`). The probe's
+  own flag `--probe_eos_boost X` (removed before the script sees its arguments) adds X to the
+  policy's EOS logits for the whole run, so that the random tiny policy ends some completions
+  early and their lengths differ.
 The rank writes all of it to `OUT_DIR/rank<k>.json`.
 """
 
@@ -30,6 +35,11 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 from transformers import Trainer
 
 out_dir, script, *script_args = sys.argv[1:]
+eos_boost = 0.0
+if "--probe_eos_boost" in script_args:
+    at = script_args.index("--probe_eos_boost")
+    eos_boost = float(script_args[at + 1])
+    del script_args[at : at + 2]
 first_batch: list[str] = []
 before_first_step: list[torch.Tensor] = []
 
@@ -123,6 +133,68 @@ def measuring_training_step(self, model, inputs, num_items_in_batch=None):
     return loss
 
 
+grpo_round: dict = {}
+
+
+def record_grpo_round() -> None:
+    """Wrap three GRPOTrainer methods to keep, from the first generation round: the rewards
+    `_calculate_rewards` returns (gathered from every process), what
+    `_generate_and_score_completions` leaves this rank (advantages, completion lengths, the
+    token count), and the first micro-batch's inputs and loss."""
+    from trl import GRPOTrainer
+
+    calculate, score, compute = (
+        GRPOTrainer._calculate_rewards,
+        GRPOTrainer._generate_and_score_completions,
+        GRPOTrainer._compute_loss,
+    )
+
+    def calculate_rewards(self, inputs, prompts, *args, **kwargs):
+        rewards = calculate(self, inputs, prompts, *args, **kwargs)
+        if "rewards_per_func" not in grpo_round:
+            grpo_round.update(rewards_per_func=rewards.tolist(), prompts=[str(p) for p in prompts])
+        return rewards
+
+    def generate_and_score(self, inputs):
+        if eos_boost and "advantages" not in grpo_round:
+            model = self.accelerator.unwrap_model(self.model)
+            boost = torch.zeros(model.config.vocab_size)
+            boost[self.eos_token_ids] = eos_boost
+            model.lm_head.register_forward_hook(lambda module, args, out: out + boost)
+        out = score(self, inputs)
+        if "advantages" not in grpo_round:
+            grpo_round.update(
+                advantages=out["advantages"].tolist(),
+                lengths=out["completion_mask"].sum(1).tolist(),
+                num_items_in_batch=int(out["num_items_in_batch"]),
+                reward_weights=self.reward_weights.tolist(),
+                num_generations=self.num_generations,
+                loss_type=self.loss_type,
+                scale_rewards=self.scale_rewards,
+                beta=self.beta,
+                steps_per_generation=self.args.steps_per_generation,
+            )
+        return out
+
+    def compute_loss(self, model, inputs):
+        loss = compute(self, model, inputs)
+        if "loss" not in grpo_round:
+            grpo_round.update(
+                loss=loss.item(),
+                micro_advantages=inputs["advantages"].tolist(),
+                micro_lengths=inputs["completion_mask"].sum(1).tolist(),
+                old_logps_kept=inputs.get("old_per_token_logps") is not None,
+                accumulation=self.current_gradient_accumulation_steps,
+            )
+        return loss
+
+    GRPOTrainer._calculate_rewards = calculate_rewards
+    GRPOTrainer._generate_and_score_completions = generate_and_score
+    GRPOTrainer._compute_loss = compute_loss
+
+
+if Path(script).name == "grpo_training.py":
+    record_grpo_round()
 Trainer.training_step = measuring_training_step
 DataLoaderShard.__iter__ = recording_iter
 register_optimizer_step_pre_hook(snapshot_before_first_step)
@@ -142,6 +214,7 @@ report = {
     "moved": sum(not torch.equal(a, b) for a, b in zip(before_first_step, after, strict=True)),
     "loss_scale": loss_scale if loss_scale.get("measured") else None,
     "logged_losses": [log["loss"] for log in trainer.state.log_history if "loss" in log],
+    "grpo_round": grpo_round or None,
 }
 Path(out_dir, f"rank{report['rank']}.json").write_text(json.dumps(report))
 exit_skipping_gloo_teardown()  # the script has finished; see per_process.py

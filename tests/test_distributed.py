@@ -248,3 +248,73 @@ def test_distributed_port_logs_what_trl_1_12_logs_on_two_processes(port, tiny, t
             skip |= {f"eval_{key}" for key in skip}
         original, ours = rank_log(tmp_path, "original", rank), rank_log(tmp_path, "ours", rank)
         assert assert_same_logs(original, ours, rel=rel, abs_=abs_, ignore=skip) > 0
+
+
+# --- GRPO's group statistics and loss normaliser under two processes (the GRPO page) ------------
+
+# Groups of 4 with 2 completions per process: every group is split across the two ranks. A reward
+# model (continuous scores) beside the recipe's 0/1 reward, so that no group ties; the probe
+# raises the EOS logit, so that completion lengths differ (the token means then differ too).
+GRPO_SPLIT_GROUPS = ["--num_generations", "4", "--per_device_train_batch_size", "2"]
+GRPO_SPLIT_GROUPS += ["--probe_eos_boost", "4"]
+
+
+def test_distributed_grpo_groups_span_processes_and_the_token_mean_is_global(ddp_run, tiny):
+    """One launch, read for four facts of reference_guides/grpo.md ("Several processes"):
+    the rewards are gathered before the group statistics, so a group split over processes gets
+    the advantages of one process; each rank keeps its own slice, rank 0 first; `num_items_in_batch`
+    counts the tokens of every process; and with loss_type="dapo" each rank's first loss is
+    -sum_local A_i |y_i| / (N K / (P S)) (on-policy, beta = 0), so DDP's average over ranks is
+    the token mean over the whole step, not the mean of the per-rank token means."""
+    flags = [*GRPO_SPLIT_GROUPS, "--reward_model_name_or_path", str(tiny.root / "reward")]
+    reports = reports_of(ddp_run, "grpo", flags)
+    rounds = [report["grpo_round"] for report in reports]
+    first = rounds[0]
+    assert (first["loss_type"], first["scale_rewards"], first["beta"]) == ("dapo", "group", 0.0)
+    g, processes = first["num_generations"], len(rounds)
+    # One prompt, 4 completions, 2 on each rank.
+    assert rounds[0]["prompts"] == rounds[1]["prompts"] and len(set(rounds[0]["prompts"])) == 1
+    assert len(rounds[0]["advantages"]) == len(rounds[1]["advantages"]) == g // processes
+
+    # 1. Gathered: every rank holds the rewards of all 4 completions, the same numbers.
+    assert rounds[0]["rewards_per_func"] == rounds[1]["rewards_per_func"]
+    per_func = torch.tensor(first["rewards_per_func"], dtype=torch.float64)
+    rewards = (per_func * torch.tensor(first["reward_weights"], dtype=torch.float64)).sum(1)
+    groups = rewards.view(-1, g)
+    expected = (groups - groups.mean(1, keepdim=True)) / (groups.std(1, keepdim=True) + 1e-4)
+    expected = expected.view(-1)
+    # 2. Sliced: rank 0 keeps the first half, rank 1 the second.
+    advantages = torch.tensor(
+        rounds[0]["advantages"] + rounds[1]["advantages"], dtype=torch.float64
+    )
+    torch.testing.assert_close(advantages, expected, rtol=1e-5, atol=1e-6)
+    halves = rewards.view(processes, -1)  # what per-process statistics would have given
+    local = (halves - halves.mean(1, keepdim=True)) / (halves.std(1, keepdim=True) + 1e-4)
+    assert not torch.allclose(local.view(-1), expected, atol=1e-2)
+
+    # 3. The token count of the round spans both ranks.
+    lengths = [torch.tensor(r["lengths"], dtype=torch.float64) for r in rounds]
+    total = sum(n.sum().item() for n in lengths)
+    assert all(r["num_items_in_batch"] == total for r in rounds)
+
+    # 4. The first micro-batch is the whole local round (S = K = 1), on-policy: rho = 1, and the
+    # per-token loss is -A_i. Normaliser N / P * K / S per rank.
+    sums = []
+    for r in rounds:
+        assert r["accumulation"] == 1 and r["steps_per_generation"] == 1
+        assert not r["old_logps_kept"]
+        assert sorted(r["micro_advantages"]) == sorted(r["advantages"])
+        a = torch.tensor(r["micro_advantages"], dtype=torch.float64)
+        n = torch.tensor(r["micro_lengths"], dtype=torch.float64)
+        sums.append(-(a * n).sum().item())
+        assert r["loss"] == pytest.approx(sums[-1] / (total / processes), rel=1e-4, abs=1e-7)
+    ddp_mean = sum(r["loss"] for r in rounds) / processes
+    assert ddp_mean == pytest.approx(sum(sums) / total, rel=1e-4, abs=1e-7)
+    # Ragged lengths, so the other normalisers would give other numbers: the rank's own token
+    # count, or the global count without the 1/P.
+    assert lengths[0].sum() != lengths[1].sum()
+    for r, s, n in zip(rounds, sums, lengths, strict=True):
+        assert abs(r["loss"] - s / n.sum().item()) > 1e-4 * max(1.0, abs(r["loss"]))
+        assert abs(r["loss"] - s / total) > 1e-4 * max(1.0, abs(r["loss"]))
+    per_rank_means = sum(s / n.sum().item() for s, n in zip(sums, lengths, strict=True)) / 2
+    assert abs(per_rank_means - ddp_mean) > 1e-4

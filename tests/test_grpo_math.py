@@ -118,15 +118,22 @@ def test_grpo_advantages_per_scale_rewards(trainer, scale):
     assert metrics["frac_reward_zero_std"][-1] == 0.0  # the weighted sum has spread in both groups
 
 
-def test_grpo_advantages_normalize_then_sum(trainer):
-    """GDPO: each reward normalised in its group first, then the weighted sum over the batch."""
-    trainer.multi_objective_aggregation = "normalize_then_sum"
-    output = _score(trainer, trainer.train_dataset.to_list())
+@pytest.mark.parametrize("scale", ["group", "none"])
+def test_grpo_advantages_normalize_then_sum(trainer, scale):
+    """GDPO: each reward normalised in its group first, then the weighted sum over the batch;
+    `scale_rewards` is not read on this branch."""
+    trainer.multi_objective_aggregation, trainer.scale_rewards = "normalize_then_sum", scale
+    try:
+        output = _score(trainer, trainer.train_dataset.to_list())
+    finally:
+        trainer.multi_objective_aggregation, trainer.scale_rewards = "sum_then_normalize", "group"
     per_func = [expected_advantages(torch.tensor(r), "group") for r in (R1, R2)]
     summed = WEIGHTS[0] * per_func[0] + WEIGHTS[1] * per_func[1]
     expected = (summed - summed.mean()) / (summed.std() + 1e-4)
-    trainer.multi_objective_aggregation = "sum_then_normalize"
     torch.testing.assert_close(output["advantages"], expected, **TOL)
+    # Summing first (the default) gives other advantages on these rewards.
+    summed_first = WEIGHTS[0] * torch.tensor(R1) + WEIGHTS[1] * torch.tensor(R2)
+    assert not torch.allclose(expected, expected_advantages(summed_first, "group"), atol=1e-2)
 
 
 def test_grpo_zero_spread_group_gets_zero_advantage(trainer):
@@ -538,12 +545,16 @@ def test_grpo_counting_of_the_worked_example(tiny, tmp_path):
     """A real run with the page's worked settings (B = 8 completions per micro-batch, K = 2
     accumulation steps, S = 4 steps per generation, G = 4, num_iterations 2, one process, 4
     optimiser steps): a reward function that records its calls counts the generation rounds,
-    the completions per round and the distinct prompts in them."""
-    calls = []
+    the completions per round and the distinct prompts in them. `_compute_loss`, recorded too,
+    shows which old log-probabilities each micro-batch uses: since K is not a multiple of
+    S x num_iterations they are computed, once, at generation; the S slices are used in order,
+    twice, with the same old log-probabilities, and the ratio is 1 only before the round's first
+    optimiser step."""
+    calls, micro = [], []
 
     def recording_reward(prompts, completions, **kwargs):
         calls.append([str(p) for p in prompts])
-        return [0.0] * len(completions)
+        return [float(len(str(c)) % 5) for c in completions]  # varied: the policy moves
 
     trainer = short_run(
         tiny,
@@ -555,10 +566,37 @@ def test_grpo_counting_of_the_worked_example(tiny, tmp_path):
         steps_per_generation=4,
         num_iterations=2,
         max_steps=4,
+        learning_rate=1e-2,
     )
     args = trainer.args
     assert args.generation_batch_size == 8 * 1 * 4  # B x P x S completions
+    compute_loss = trainer._compute_loss
+
+    def recording_loss(model, inputs):
+        ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1)
+        mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
+        n = inputs["completion_ids"].shape[1]
+        with torch.no_grad():
+            logits = model(input_ids=ids, attention_mask=mask).logits[:, -n - 1 : -1]
+        logps = torch.log_softmax(logits.float(), -1)
+        logps = logps.gather(-1, inputs["completion_ids"][..., None])[..., 0]
+        micro.append((inputs, logps * inputs["completion_mask"]))
+        return compute_loss(model, inputs)
+
+    trainer._compute_loss = recording_loss
     trainer.train()
+    assert len(micro) == 8
+    for j in range(4):  # pass 2 reuses the slices of pass 1, in the same order
+        (first, _), (second, _) = micro[j], micro[j + 4]
+        assert torch.equal(first["completion_ids"], second["completion_ids"])
+        assert first["old_per_token_logps"] is not None
+        assert torch.equal(first["old_per_token_logps"], second["old_per_token_logps"])
+    drift = [
+        ((logps - inputs["old_per_token_logps"]) * inputs["completion_mask"]).abs().max().item()
+        for inputs, logps in micro
+    ]
+    assert max(drift[:2]) < 1e-4  # the first optimiser step: the policy that sampled
+    assert min(drift[2:]) > 1e-3  # after it, every micro-batch sees a moved policy
     assert trainer.state.global_step == 4
     # 4 optimiser steps x K = 8 micro-batches; a generation round feeds S x num_iterations = 8.
     assert len(calls) == 1

@@ -200,3 +200,239 @@ def test_ppo_rewards_and_masks():
     # The score lands where the value model is still trained (value mask), past the policy mask.
     assert not padding_mask_p1[0, 2] and padding_mask[0, 2]
     assert INVALID_LOGPROB > 0  # never a real log-probability: a missed mask shows
+
+
+# --- The options, through the real training loop ------------------------------------------------
+#
+# The tests above check each function; these run `PPOTrainer.train` for one update on the tiny
+# fixture and recompute, from the rollout's raw tensors and the page's equations, what the loop
+# hands to the optimisation: so an option wired to the wrong place (the penalty after the
+# rewards, whitening over the wrong mask, the estimator ignored) fails here.
+
+OPTIONS = {
+    "defaults": {"kl_estimator": "k1", "whiten_rewards": False},
+    "k3-whiten-eos-penalty": {
+        "kl_estimator": "k3",
+        "whiten_rewards": True,
+        "missing_eos_penalty": 1.0,
+        "gamma": 0.9,
+        "lam": 0.8,
+        "vf_coef": 0.5,
+        "cliprange": 0.1,
+        "cliprange_value": 0.1,
+        "kl_coef": 0.3,
+    },
+}
+
+
+def one_update(tiny, out, eos_boost=3.0, **config):
+    """One PPO update on 8 tiny prompts (4 per micro-batch, 2 micro-batches, 2 epochs), responses
+    of at most 6 tokens that stop at EOS. The policy's EOS logit is raised by `eos_boost` after
+    the frozen reference was copied: some responses stop early (ragged lengths) and the KL is
+    not 0. Returns the trainer and what it recorded: the rollout (cloned before the loop edits
+    it), each micro-batch with its statistics, and each loss passed to backward."""
+    import datasets
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+    from annotated_trl.trainers.ppo import PPOConfig, PPOTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny.policy, padding_side="left")
+    rows = datasets.load_dataset(
+        "json", data_files=str(tiny.data / "prompt_only" / "train.jsonl"), split="train"
+    ).select(range(8))
+    rows = rows.map(lambda r: {"input_ids": tokenizer(r["prompt"])["input_ids"]})
+    args = PPOConfig(
+        output_dir=str(out),
+        use_cpu=True,
+        bf16=False,
+        gradient_checkpointing=False,
+        report_to="none",
+        save_strategy="no",
+        num_sample_generations=0,
+        per_device_train_batch_size=4,
+        gradient_accumulation_steps=2,
+        num_ppo_epochs=2,
+        total_episodes=8,
+        response_length=6,
+        stop_token="eos",
+        temperature=1.0,
+        learning_rate=1e-2,
+        seed=0,
+        **config,
+    )
+    scorer = AutoModelForSequenceClassification
+    trainer = PPOTrainer(
+        args=args,
+        processing_class=tokenizer,
+        model=AutoModelForCausalLM.from_pretrained(tiny.policy),
+        ref_model=None,
+        reward_model=scorer.from_pretrained(tiny.reward, num_labels=1),
+        value_model=scorer.from_pretrained(tiny.reward, num_labels=1),
+        train_dataset=rows.remove_columns(["prompt", "answer"]),
+    )
+    policy = trainer.accelerator.unwrap_model(trainer.model).policy
+    boost = torch.zeros(policy.config.vocab_size)
+    boost[tokenizer.eos_token_id] = eos_boost
+    policy.lm_head.register_forward_hook(lambda module, args, out: out + boost)
+
+    record = {"micro": [], "backward": []}
+    rollout, step, backward = (
+        trainer.rollout,
+        trainer.optimisation_step,
+        trainer.accelerator.backward,
+    )
+
+    def recording_rollout(*a, **k):
+        roll = rollout(*a, **k)
+        record["roll"] = {k: v.clone() if torch.is_tensor(v) else v for k, v in roll.items()}
+        return roll
+
+    def recording_step(micro_batch, context_length):
+        stats = step(micro_batch, context_length)
+        record["micro"].append((micro_batch, stats))
+        return stats
+
+    def recording_backward(loss, **kwargs):
+        record["backward"].append(loss.detach().clone())
+        return backward(loss, **kwargs)
+
+    trainer.rollout, trainer.optimisation_step = recording_rollout, recording_step
+    trainer.accelerator.backward = recording_backward
+    torch.manual_seed(0)
+    trainer.train()
+    return trainer, record
+
+
+def expected_from_rollout(roll, args, eos_id: int, pad_id: int) -> dict:
+    """The page's equations, from the rollout's raw tensors, in plain torch (float64)."""
+    post = roll["postprocessed"]
+    rows, width = post.shape
+    is_pad = post == pad_id
+    last = torch.where(is_pad.any(1), is_pad.float().argmax(1), torch.tensor(width)) - 1
+    t = torch.arange(width)[None, :]
+    keep, keep_v = t <= last[:, None], t <= last[:, None] + 1  # m_t and m^V_t
+    penalty = args.missing_eos_penalty or 0.0
+    scores = roll["scores"].double() - penalty * (~(post == eos_id).any(1)).double()
+    logp = torch.where(keep, roll["logprobs"].double(), 1.0)
+    ref = torch.where(keep, roll["ref_logprobs"].double(), 1.0)
+    if args.kl_estimator == "k1":
+        kl = logp - ref
+    else:
+        u = torch.exp(ref - logp)
+        kl = (u - 1) - torch.log(u)
+    rewards = -args.kl_coef * kl
+    rewards[torch.arange(rows), torch.clamp(last + 1, max=width - 1)] += scores
+    if args.whiten_rewards:
+        mean, var = rewards[keep_v].mean(), rewards[keep_v].var()  # var: Bessel-corrected
+        rewards = torch.where(keep_v, (rewards - mean) / torch.sqrt(var + 1e-8) + mean, 0.0)
+    values = torch.where(keep_v, roll["values"].double(), 0.0)
+    deltas = rewards + args.gamma * torch.cat([values[:, 1:], torch.zeros(rows, 1)], 1) - values
+    discount = args.gamma * args.lam
+    advantages = torch.stack(
+        [sum(discount**k * deltas[:, s + k] for k in range(width - s)) for s in range(width)], 1
+    )
+    returns = advantages + values
+    mean, var = advantages[keep].mean(), advantages[keep].var()
+    advantages = torch.where(keep, (advantages - mean) / torch.sqrt(var + 1e-8), 0.0)
+    return {
+        "keep": keep,
+        "scores": scores,
+        "kl": kl,
+        "logprobs": logp,
+        "values": values,
+        "returns": returns,
+        "advantages": advantages,
+    }
+
+
+def _rows_of(micro_batch, roll) -> list[int]:
+    """Which rollout rows a shuffled micro-batch holds."""
+    return [
+        next(
+            i
+            for i in range(len(roll["query_responses"]))
+            if torch.equal(q, roll["query_responses"][i])
+        )
+        for q in micro_batch["query_responses"]
+    ]
+
+
+@pytest.mark.math
+@pytest.mark.parametrize("options", list(OPTIONS), ids=[f"ppo-{o}" for o in OPTIONS])
+def test_ppo_options_through_the_training_loop(tiny, tmp_path, options):
+    """`missing_eos_penalty`, `kl_estimator`, `kl_coef`, `whiten_rewards`, `gamma`, `lam`: the
+    advantages, returns, values and old log-probabilities of every micro-batch equal the page's
+    equations applied to the rollout; `objective/scores` and `objective/kl` are the penalised
+    scores and the chosen estimator's summed KL; each backward pass gets
+    L^CLIP + vf_coef L^V; `num_ppo_epochs` passes use every rollout row once each."""
+    trainer, record = one_update(tiny, tmp_path, **OPTIONS[options])
+    args, tok, roll = trainer.args, trainer.processing_class, record["roll"]
+    expected = expected_from_rollout(roll, args, tok.eos_token_id, tok.pad_token_id)
+    keep = expected["keep"]
+    assert 0 < keep.sum() < keep.numel()  # ragged lengths: some responses stopped early
+    assert (expected["kl"][keep].abs() > 1e-6).any()  # the KL is not 0
+    if args.missing_eos_penalty:
+        assert 0 < (expected["scores"] < roll["scores"].double() - 0.5).sum() < len(keep)
+
+    assert len(record["micro"]) == args.num_ppo_epochs * 2
+    for epoch in range(args.num_ppo_epochs):
+        seen = []
+        for micro_batch, _ in record["micro"][2 * epoch : 2 * epoch + 2]:
+            rows = _rows_of(micro_batch, roll)
+            seen += rows
+            for name in ("advantages", "returns", "values", "logprobs"):
+                torch.testing.assert_close(
+                    micro_batch[name].double(), expected[name][rows], atol=2e-5, rtol=1e-5
+                )
+        assert sorted(seen) == list(range(len(keep)))  # each row once per epoch
+
+    log = trainer.state.log_history[0]
+    assert log["objective/scores"] == pytest.approx(expected["scores"].mean().item(), abs=1e-5)
+    assert log["objective/kl"] == pytest.approx(expected["kl"].sum(1).mean().item(), abs=1e-5)
+    for loss, (_, stats) in zip(record["backward"], record["micro"], strict=True):
+        combined = stats["pg_loss"] + args.vf_coef * stats["vf_loss"]
+        torch.testing.assert_close(loss, combined, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.math
+def test_ppo_approxkl_and_ratio_are_unmasked_means_the_loss_is_masked(tiny, tmp_path):
+    """After one update, one more micro-batch with old log-probabilities moved away from the
+    current ones: `approxkl` = ½ mean of (log ρ)² over every response position, padding
+    included (where both log-probabilities are the placeholder 1.0, so log ρ = 0), the `ratio`
+    statistic likewise; the policy loss is the mean of the clipped surrogate over kept tokens."""
+    trainer, record = one_update(tiny, tmp_path, eos_boost=6.0, **OPTIONS["defaults"])
+    args, pad_id = trainer.args, trainer.processing_class.pad_token_id
+    context = record["roll"]["context_length"]
+    micro_batch = dict(record["micro"][0][0])
+    keep = ~micro_batch["padding_mask"]
+    assert keep.float().mean() < 0.8  # enough padding for the two means to differ
+    gen = torch.Generator().manual_seed(0)
+    old = micro_batch["logprobs"] + 0.3 * torch.randn(keep.shape, generator=gen) * keep
+    micro_batch["logprobs"] = old
+
+    # log pi_theta of the responses, at the sampling temperature, from a forward pass of our own.
+    policy = trainer.accelerator.unwrap_model(trainer.model).policy
+    ids = micro_batch["query_responses"]
+    attention = ids != pad_id
+    with torch.no_grad():
+        logits = policy(
+            input_ids=ids.masked_fill(~attention, 0),
+            attention_mask=attention,
+            position_ids=(attention.cumsum(1) - 1).clamp(min=0),
+        ).logits[:, context - 1 : -1] / (args.temperature + 1e-7)
+    new = torch.log_softmax(logits, -1).gather(-1, micro_batch["responses"][..., None])[..., 0]
+    new = torch.where(keep, new, 1.0)
+    stats = trainer.optimisation_step(micro_batch, context)
+
+    log_ratio = new - old
+    torch.testing.assert_close(stats["approxkl"], 0.5 * (log_ratio**2).mean(), **SMALL)
+    masked = 0.5 * (log_ratio[keep] ** 2).mean()
+    assert abs(masked - stats["approxkl"]) > 0.1 * masked  # not the mean over kept tokens
+    ratio = log_ratio.exp()
+    torch.testing.assert_close(stats["ratio"], ratio.mean(), **SMALL)
+    a = micro_batch["advantages"]
+    surrogate = torch.max(-a * ratio, -a * ratio.clamp(1 - args.cliprange, 1 + args.cliprange))
+    torch.testing.assert_close(stats["pg_loss"], surrogate[keep].mean(), **SMALL)
+
+
+SMALL = {"atol": 1e-5, "rtol": 1e-4}

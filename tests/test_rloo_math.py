@@ -158,3 +158,162 @@ def test_rloo_loss_matches_library(trainer):
     assert trainer._metrics["train"]["clip_ratio/region_mean"][-1] == pytest.approx(
         clipped.float().mean().item()
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# The options that change the math: reference_guides/rloo.md, "Every option that changes the math"
+# ---------------------------------------------------------------------------------------------
+
+
+def _score_both_prompts(trainer):
+    rows = trainer.train_dataset.to_list()
+    return trainer._generate_and_score_completions([dict(rows[0])] * G + [dict(rows[1])] * G)
+
+
+def _kl_per_sequence(trainer, output):
+    args = [output[k] for k in ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask")]
+    with torch.no_grad():
+        return (seq_logps(trainer.model, *args) - seq_logps(trainer.ref_model, *args)).sum(-1)
+
+
+def test_rloo_reward_clip_then_kl_then_batch_normalised_advantages(trainer):
+    """`reward_clip_range=(lo, hi)` clamps the weighted reward before the KL penalty;
+    `normalize_advantages=True` standardises the leave-one-out advantages over the whole
+    generation batch: (A - mean A) / (std A + 1e-4), Bessel-corrected."""
+    lo, hi = 0.2, 0.95
+    trainer.reward_clip_range, trainer.normalize_advantages = (lo, hi), True
+    try:
+        output = _score_both_prompts(trainer)
+    finally:
+        trainer.reward_clip_range, trainer.normalize_advantages = None, False
+    clipped = torch.tensor(REWARDS).clamp(lo, hi)
+    assert not torch.equal(clipped, torch.tensor(REWARDS))  # the clip acts on these rewards
+    shaped = clipped - BETA * _kl_per_sequence(trainer, output)
+    loo = leave_one_out(shaped)
+    expected = (loo - loo.mean()) / (loo.std() + 1e-4)
+    torch.testing.assert_close(output["advantages"], expected, **TOL)
+    # Clipping after the penalty, or not normalising, gives other numbers.
+    after = (torch.tensor(REWARDS) - BETA * _kl_per_sequence(trainer, output)).clamp(lo, hi)
+    wrong = leave_one_out(after)
+    assert not torch.allclose((wrong - wrong.mean()) / (wrong.std() + 1e-4), expected, atol=1e-3)
+    assert not torch.allclose(loo, expected, atol=1e-3)
+
+
+def test_rloo_mask_truncated_completions_drops_gradient_and_kl_not_the_baseline(trainer):
+    """`mask_truncated_completions=True`: a completion cut at `max_completion_length` gets
+    m_{i,t} = 0, so its summed log-probabilities are 0 (old and new), its KL penalty is 0 and
+    its ratio is exactly 1: it adds the constant -A_i / B to the loss and no gradient. Its
+    reward still enters its siblings' leave-one-out baselines."""
+    eos_boost = torch.zeros(trainer.model.config.vocab_size)
+    eos_boost[trainer.eos_token_ids] = 4.0  # about half the completions end within T tokens
+    hook = trainer.model.lm_head.register_forward_hook(lambda module, args, out: out + eos_boost)
+    trainer.mask_truncated_completions = True
+    try:
+        torch.manual_seed(3)
+        output = _score_both_prompts(trainer)
+    finally:
+        trainer.mask_truncated_completions = False
+        hook.remove()
+    ended = torch.isin(output["completion_ids"], torch.tensor(trainer.eos_token_ids)).any(dim=1)
+    assert ended.any() and not ended.all()
+    assert torch.equal(output["completion_mask"].sum(dim=1) > 0, ended)
+    assert torch.all(output["old_logps"][~ended] == 0)
+    kl = _kl_per_sequence(trainer, output)
+    assert torch.all(kl[~ended] == 0) and torch.all(kl[ended] != 0)
+    shaped = torch.tensor(REWARDS) - BETA * kl  # truncated rows keep their reward, unpenalised
+    torch.testing.assert_close(output["advantages"], leave_one_out(shaped), **TOL)
+
+    # The loss: only the truncated completions carry an advantage here. Their ratio is
+    # exp(0 - 0) = 1, a constant, so the loss is -mean_i A_i [truncated] and no gradient flows.
+    inputs = dict(output)
+    inputs["advantages"] = torch.where(ended, 0.0, output["advantages"])
+    trainer.model.zero_grad()
+    loss = trainer._compute_loss(trainer.model, inputs)
+    loss.backward()
+    expected = -inputs["advantages"].sum() / len(REWARDS)
+    assert expected.abs() > 1e-3
+    torch.testing.assert_close(loss, expected, **TOL)
+    grads = [p.grad for p in trainer.model.parameters() if p.grad is not None]
+    assert all(torch.all(g == 0) for g in grads)
+    trainer.model.zero_grad()
+
+
+def test_rloo_num_iterations_reuses_the_generation_and_its_old_logps(tiny, tmp_path):
+    """A real run with B = 4 completions per micro-batch, K = 2 accumulation steps, S = 4 steps
+    per generation, G = 2, num_iterations mu = 2, 4 optimiser steps: one generation round
+    (S mu / K = 4 steps); its S slices are each used mu = 2 times, in order 0 1 2 3 0 1 2 3, with
+    the old log-probabilities computed once, at generation; the ratio is 1 on the first
+    optimiser step's micro-batches and moves after it. The Trainer divides `_compute_loss` by K
+    (no `labels`, so no `num_items_in_batch`)."""
+    rows = [{"prompt": [{"role": "user", "content": f"What is {i} + 1?"}]} for i in range(40)]
+
+    def length_reward(completions, **kwargs):  # varied rewards, so that the policy moves
+        return [float(len(str(c)) % 5) for c in completions]
+
+    args = RLOOConfig(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        bf16=False,
+        activation_checkpointing=False,
+        report_to="none",
+        num_generations=2,
+        max_completion_length=4,
+        per_device_train_batch_size=4,
+        gradient_accumulation_steps=2,
+        steps_per_generation=4,
+        num_iterations=2,
+        max_steps=4,
+        beta=0.0,
+        learning_rate=1e-2,
+        save_strategy="no",
+        disable_tqdm=True,
+        seed=0,
+    )
+    trainer = RLOOTrainer(
+        model=str(tiny.policy),
+        reward_funcs=length_reward,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+    )
+    generations, micro, steps = [], [], []
+    generate, compute_loss, training_step = (
+        trainer._generate_and_score_completions,
+        trainer._compute_loss,
+        trainer.training_step,
+    )
+
+    def recording_generate(batch):
+        out = generate(batch)
+        generations.append(out)
+        return out
+
+    def recording_loss(model, inputs):
+        keys = ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask")
+        with torch.no_grad():
+            logps = seq_logps(model, *[inputs[k] for k in keys]).sum(-1)
+        loss = compute_loss(model, inputs)
+        micro.append((inputs, logps, loss.detach()))
+        return loss
+
+    def recording_step(model, inputs, num_items_in_batch):
+        steps.append((num_items_in_batch, training_step(model, inputs, num_items_in_batch)))
+        return steps[-1][1]
+
+    trainer._generate_and_score_completions = recording_generate
+    trainer._compute_loss = recording_loss
+    trainer.training_step = recording_step
+    trainer.train()
+
+    assert trainer.state.global_step == 4 and len(generations) == 1 and len(micro) == 8
+    for j in range(4):  # pass 2 reuses pass 1's slices, old log-probs included
+        first, second = micro[j][0], micro[j + 4][0]
+        assert torch.equal(first["completion_ids"], second["completion_ids"])
+        assert torch.equal(first["old_logps"], second["old_logps"])
+    seen = torch.cat([m[0]["old_logps"] for m in micro[:4]])
+    assert torch.equal(seen.sort().values, generations[0]["old_logps"].sort().values)
+    log_ratios = [(logps - inputs["old_logps"]).abs().max().item() for inputs, logps, _ in micro]
+    assert max(log_ratios[:2]) < 1e-4  # before the first optimiser step: rho = 1
+    assert min(log_ratios[2:]) > 1e-3  # every later micro-batch sees a moved policy
+    for (items, returned), (_, _, loss) in zip(steps, micro, strict=True):
+        assert items is None
+        torch.testing.assert_close(returned, loss / 2, **TOL)
