@@ -292,6 +292,29 @@ def test_kto_value_gradient_signs():
     torch.testing.assert_close(g_u, beta * s * (1 - s))
 
 
+def test_kto_value_is_concave_for_gains_and_convex_for_losses(precomputed):
+    """The library's loss on desirable rows, read as a value v(r) = 1 - loss / w_d over a grid
+    of implicit rewards r around z0: second differences negative above z0, positive below."""
+    trainer = precomputed["kto"]
+    batch = first_batch(trainer)
+    batch["label"] = torch.ones_like(batch["label"])  # every row desirable
+    with torch.no_grad():
+        logps = own_logps(trainer.model, batch)
+        kl_logps = own_logps(trainer.model, batch, "KL_")
+    batch["ref_KL_logps"] = kl_logps - 1.0  # z0 = 1
+    grid = torch.arange(-3.0, 5.5, 0.5)
+    values = []
+    for r in grid:
+        batch["ref_logps"] = logps - r  # every row has the implicit reward r
+        with torch.no_grad():
+            loss = trainer.compute_loss(trainer.model, dict(batch))
+        values.append(1 - loss.item() / 1.5)
+    values = torch.tensor(values, dtype=torch.float64)
+    second = values[2:] - 2 * values[1:-1] + values[:-2]  # at grid[1:-1]
+    middle = grid[1:-1]
+    assert (second[middle > 1.0] < 0).all() and (second[middle < 1.0] > 0).all()
+
+
 # ---------------------------------------------------------------------------------------------
 # Data: KL completions, unpairing, implicit prompts, the weight warning
 # ---------------------------------------------------------------------------------------------
