@@ -1,8 +1,10 @@
-"""`annotated-trl`, run as a user runs it (subprocess), and its validator over every method x case
-of bad data (in-process `main()`, the same code path without the 3-second start-up per case)."""
+"""`annotated-trl`: two commands run as a user runs them (a subprocess each: the entry point, the
+exit code, what reaches the terminal), the rest through the same `main()` in-process, without a
+start-up of several seconds per call; its validator over every method x case of bad data."""
 
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 from conftest import OFFLINE_ENV
@@ -12,8 +14,21 @@ from annotated_trl.cli import main
 
 
 def _cli(*args):
+    """A fresh `python -m annotated_trl.cli` process, as the console script runs it."""
     command = [sys.executable, "-m", "annotated_trl.cli", *map(str, args)]
     return subprocess.run(command, capture_output=True, text=True, env=OFFLINE_ENV | {"PATH": ""})
+
+
+@pytest.fixture
+def cli(capsys):
+    """`main(args)` in this process: its exit code and what it printed."""
+
+    def call(*args):
+        code = main([str(a) for a in args])
+        printed = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=printed.out, stderr=printed.err)
+
+    return call
 
 
 def test_cli_tiny_builds_fixture(tmp_path):
@@ -23,14 +38,14 @@ def test_cli_tiny_builds_fixture(tmp_path):
     assert (tmp_path / "t" / "data" / "preference" / "test.jsonl").exists()
 
 
-def test_cli_validate_sft_ok_and_refusal(tiny):
-    ok = _cli("validate", "--method", "sft", tiny.data / "prompt_completion")
+def test_cli_validate_sft_ok_and_refusal(cli, tiny):
+    ok = cli("validate", "--method", "sft", tiny.data / "prompt_completion")
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout == (
         "OK: prompt_completion (plain text), 320 rows (test: 64, train: 256); fits sft\n"
     )
 
-    bad = _cli("validate", "--method", "sft", tiny.data / "preference")
+    bad = cli("validate", "--method", "sft", tiny.data / "preference")
     assert bad.returncode == 2
     assert bad.stderr.startswith("error: ") and "preference data" in bad.stderr
     # One line per file (test.jsonl, train.jsonl): the wrong format is one problem, not 256.
@@ -41,14 +56,14 @@ def test_cli_validate_sft_ok_and_refusal(tiny):
     assert "Traceback" not in bad.stderr
 
 
-def test_cli_validate_checks_the_chat_template(tiny, policy_without_chat_template):
+def test_cli_validate_checks_the_chat_template(cli, tiny, policy_without_chat_template):
     data = tiny.data / "conversational_preference"
-    ok = _cli("validate", "--method", "dpo", data, "--tokenizer", tiny.policy)
+    ok = cli("validate", "--method", "dpo", data, "--tokenizer", tiny.policy)
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.startswith("OK: preference (conversational), 320 rows")
     assert ok.stdout.rstrip().endswith("chat template checked")
 
-    bad = _cli("validate", "--method", "dpo", data, "--tokenizer", policy_without_chat_template)
+    bad = cli("validate", "--method", "dpo", data, "--tokenizer", policy_without_chat_template)
     assert bad.returncode == 2
     # One line per file (test.jsonl, train.jsonl): every row would repeat it.
     lines = bad.stderr.splitlines()
@@ -72,14 +87,14 @@ def test_cli_validate_many_problems_one_line_each(tmp_path):
 
 
 @pytest.mark.badinput
-def test_cli_offline_hub_name_and_missing_tokenizer_are_one_line(tmp_path, tiny):
-    hub = _cli("validate", "--method", "sft", "trl-lib/Capybara")
+def test_cli_offline_hub_name_and_missing_tokenizer_are_one_line(cli, tmp_path, tiny):
+    hub = cli("validate", "--method", "sft", "trl-lib/Capybara")
     assert hub.returncode == 2
     assert hub.stderr.startswith("error: trl-lib/Capybara: could not load from the Hub (")
     assert len(hub.stderr.splitlines()) == 1
 
     data = tiny.data / "preference" / "test.jsonl"
-    no_tokenizer = _cli("validate", "--method", "dpo", data, "--tokenizer", tmp_path / "none")
+    no_tokenizer = cli("validate", "--method", "dpo", data, "--tokenizer", tmp_path / "none")
     assert no_tokenizer.returncode == 2
     assert no_tokenizer.stderr.startswith(f"error: --tokenizer {tmp_path / 'none'}: could not load")
     assert len(no_tokenizer.stderr.splitlines()) == 1
