@@ -81,7 +81,7 @@ def test_benchmarks_gpu_counts_six_n_flops_per_trained_token(tiny, tiny_gpu_repo
 
 def test_benchmarks_suite_times_tests_by_marker(tmp_path):
     """benchmarks/suite.py runs pytest with its timing plugin and files each test by marker."""
-    selection = ["tests/test_fixtures.py", "tests/test_sft_math.py"]
+    selection = ["tests/test_fixtures.py", "tests/test_kl_math.py"]  # quick: tensors, no training
     done = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "suite.py"), *selection, "--out", tmp_path],
         cwd=REPO,
@@ -97,7 +97,7 @@ def test_benchmarks_suite_times_tests_by_marker(tmp_path):
         capture_output=True,
         text=True,
     ).stdout
-    math_tests = sum(1 for line in collected.splitlines() if "test_sft_math.py::" in line)
+    math_tests = sum(1 for line in collected.splitlines() if "test_kl_math.py::" in line)
     unmarked_tests = sum(1 for line in collected.splitlines() if "test_fixtures.py::" in line)
     assert measured["by_marker"]["math"]["tests"] == math_tests > 0
     assert measured["by_marker"]["(no marker)"]["tests"] == unmarked_tests > 0
