@@ -14,8 +14,8 @@ Goal: script / bare <= 1.03. Also reports each worker's peak RSS.
     .venv/bin/python benchmarks/scripts.py                 # every script, 3 repetitions
     .venv/bin/python benchmarks/scripts.py dpo grpo --reps 5 --steps 20
 
-New scripts are found automatically; a script needs one row in BARE below (its trainer and config
-class, and which extra constructor arguments it takes) to have a bare counterpart.
+New scripts are found automatically; their bare counterparts come from the method table
+(`annotated_trl.methods`: the trainer's classes and the models it holds).
 """
 
 import argparse
@@ -27,6 +27,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 import yaml
+
+from annotated_trl.methods import METHODS, Method
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
@@ -94,31 +96,24 @@ def ppo_inputs(recipe, tokenizer, rows) -> dict:
     }
 
 
-PORTS = "annotated_trl.trainers."
-BARE = {
-    "sft": Bare("trl.SFTTrainer", "trl.SFTConfig"),
-    "dpo": Bare("trl.DPOTrainer", "trl.DPOConfig"),
-    "reward": Bare("trl.RewardTrainer", "trl.RewardConfig"),
-    "kto": Bare("trl.KTOTrainer", "trl.KTOConfig"),
-    "cpo": Bare("trl.experimental.cpo.CPOTrainer", "trl.experimental.cpo.CPOConfig"),
-    "orpo": Bare("trl.experimental.orpo.ORPOTrainer", "trl.experimental.orpo.ORPOConfig"),
-    "grpo": Bare("trl.GRPOTrainer", "trl.GRPOConfig", rewards=True),
-    "rloo": Bare("trl.RLOOTrainer", "trl.RLOOConfig", rewards=True),
-    "online_dpo": Bare(
-        "trl.experimental.online_dpo.OnlineDPOTrainer",
-        "trl.experimental.online_dpo.OnlineDPOConfig",
-        rewards=True,
-    ),
-    "gkd": Bare("trl.experimental.gkd.GKDTrainer", "trl.experimental.gkd.GKDConfig", teacher=True),
-    "distillation": Bare("trl.DistillationTrainer", "trl.DistillationConfig", teacher=True),
-    # The trainers TRL removed: our ports, built directly.
-    "bco": Bare(PORTS + "bco.BCOTrainer", PORTS + "bco.BCOConfig"),
-    "nash_md": Bare(PORTS + "nash_md.NashMDTrainer", PORTS + "nash_md.NashMDConfig", rewards=True),
-    "xpo": Bare(PORTS + "xpo.XPOTrainer", PORTS + "xpo.XPOConfig", rewards=True),
-    "prm": Bare(PORTS + "prm.PRMTrainer", PORTS + "prm.PRMConfig", inputs="prm"),
-    "ppo": Bare(PORTS + "ppo.PPOTrainer", PORTS + "ppo.PPOConfig", inputs="ppo"),
-}
+# The trainers that take model objects or token ids where the script passes names.
 INPUTS = {"prm": prm_inputs, "ppo": ppo_inputs}
+
+
+def bare(method: Method) -> Bare:
+    """From the method table: the classes, and the extras its constructor takes. Online methods
+    without a teacher are scored by `reward_funcs` (PPO's scorers are objects, in INPUTS)."""
+    special = method.key in INPUTS
+    return Bare(
+        trainer=f"{method.module}.{method.trainer}",
+        config=f"{method.module}.{method.config}",
+        rewards=method.holds.generates and not method.holds.teacher and not special,
+        teacher=method.holds.teacher,
+        inputs=method.key if special else None,
+    )
+
+
+BARE = {m.key: bare(m) for m in METHODS}
 
 
 def discover() -> list[str]:

@@ -1,29 +1,19 @@
 """Every example script on the tiny fixture for a couple of steps: shared by the tests that run
-all sixteen the same way (tests/test_distributed.py, tests/test_reproducible.py)."""
+every script the same way (tests/test_distributed.py, tests/test_reproducible.py); the data and
+models each one needs come from the method table."""
 
-# Each script's data, and what it needs beyond its tiny recipe and the tiny policy (the recipes
-# name `tiny/...` paths relative to the repo; the test fixture lives elsewhere).
-REWARD = ["--reward_model_path", "{tiny}/reward"]
-TEACHER = ["--teacher_model_name_or_path", "{tiny}/teacher"]
+from annotated_trl.methods import METHODS
+
+# Each script's fixture data, and what it needs beyond its tiny recipe and the tiny policy (the
+# recipes name `tiny/...` paths relative to the repo; the test fixture lives elsewhere).
 RUNS = {
-    "sft": ("conversational_language_modeling", []),
-    "dpo": ("preference", []),
-    "reward": ("preference", []),
-    "kto": ("unpaired_preference", []),
-    "orpo": ("preference", []),
-    "cpo": ("preference", []),
-    "grpo": ("conversational_prompt_only", []),
-    "rloo": ("conversational_prompt_only", []),
-    "online_dpo": ("conversational_prompt_only", REWARD),
-    "gkd": ("conversational_language_modeling", TEACHER),
-    "distillation": ("prompt_only", TEACHER),
-    "ppo": ("conversational_prompt_only", REWARD),
-    "bco": ("unpaired_preference", []),
-    "nash_md": ("conversational_prompt_only", REWARD),
-    "xpo": ("conversational_prompt_only", REWARD),
-    "prm": ("stepwise_supervision", ["--model_name_or_path", "{tiny}/token_classifier"]),
+    m.key: (
+        m.fixture.data,
+        [x for flag, model in m.fixture.models for x in (f"--{flag}", f"{{tiny}}/{model}")],
+    )
+    for m in METHODS
 }
-PORTS = ("ppo", "bco", "nash_md", "xpo", "prm")
+PORTS = tuple(m.key for m in METHODS if m.port)
 STEPS = 2
 LORA = ["--use_peft", "--lora_r", "4", "--lora_alpha", "8", "--lora_dropout", "0"]
 

@@ -16,6 +16,8 @@ import sys
 import pytest
 from conftest import OFFLINE_ENV, REPO
 
+from annotated_trl.methods import METHODS
+
 GPU = REPO / "benchmarks" / "gpu.py"
 NO_GPU = {**os.environ, **OFFLINE_ENV, "CUDA_VISIBLE_DEVICES": ""}
 
@@ -144,7 +146,7 @@ def test_benchmarks_ports_finds_every_port_and_nothing_else():
     parity_tests = {
         p.name[len("test_") : -len("_parity.py")] for p in REPO.glob("tests/test_*_parity.py")
     }
-    assert set(ports.discover()) == parity_tests == {"bco", "nash_md", "ppo", "prm", "xpo"}
+    assert set(ports.discover()) == parity_tests == {m.key for m in METHODS if m.port}
 
 
 def test_benchmarks_cross_cpu_keeps_each_tests_latest_record():

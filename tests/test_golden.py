@@ -17,6 +17,8 @@ import json
 import pytest
 from conftest import REPO
 
+from annotated_trl.methods import METHODS
+
 spec = importlib.util.spec_from_file_location("golden", REPO / "tools" / "golden.py")
 golden = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(golden)
@@ -26,7 +28,11 @@ KEYS = golden.script_keys()
 
 def test_golden_every_script_is_a_case():
     scripts = {p.name for p in (REPO / "annotated_examples").glob("*_training.py")}
-    assert {f"{key}_training.py" for key in KEYS} == scripts and len(KEYS) >= 11
+    assert (
+        {f"{key}_training.py" for key in KEYS}
+        == scripts
+        == {f"{m.key}_training.py" for m in METHODS}
+    )
 
 
 def test_golden_diff_is_readable():

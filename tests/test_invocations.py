@@ -17,27 +17,24 @@ import huggingface_hub
 import pytest
 import torch
 from conftest import REPO, run_script
-from script_runs import RUNS
 
 import annotated_trl.invocation
 from annotated_trl.invocation import CHOICES, MODEL_FLAGS, check_model_path, closest, parse_or_exit
-from annotated_trl.methods import METHODS
+from annotated_trl.methods import BY_KEY, METHODS
 
 KEYS = [m.key for m in METHODS]
 SCRIPTS = REPO / "annotated_examples"
 RECIPES = SCRIPTS / "recipes"
 
-# The model flags each script takes besides --model_name_or_path (and what they point at).
+# The model flags each script takes besides --model_name_or_path (and the fixture model that
+# fits), from the method table.
 EXTRA_MODELS = {
-    "distillation": {"teacher_model_name_or_path": "teacher"},
-    "gkd": {"teacher_model_name_or_path": "teacher"},
-    "grpo": {"reward_model_name_or_path": "reward"},
-    "rloo": {"reward_model_name_or_path": "reward"},
-    "online_dpo": {"reward_model_path": "reward"},
-    "xpo": {"reward_model_path": "reward"},
-    "nash_md": {"reward_model_path": "reward"},
-    "ppo": {"reward_model_path": "reward", "value_model_path": "reward"},
-    "bco": {"embedding_model": "policy"},
+    m.key: {
+        flag: model
+        for flag, model in (*m.fixture.models, *m.fixture.optional_models)
+        if flag != "model_name_or_path"
+    }
+    for m in METHODS
 }
 MODEL_CASES = [(key, "model_name_or_path") for key in KEYS]
 MODEL_CASES += [(key, flag) for key, flags in EXTRA_MODELS.items() for flag in flags]
@@ -54,11 +51,11 @@ def _tripwire(parser, args=None):
 
 def good_args(key, tiny, out) -> list:
     """The tiny recipe with every model path pointing into the fixture: a good invocation."""
-    policy = tiny.token_classifier if key == "prm" else tiny.policy
-    models = [f"--{flag}={tiny.root / name}" for flag, name in EXTRA_MODELS.get(key, {}).items()]
+    policy = tiny.root / BY_KEY[key].fixture.policy
+    models = [f"--{flag}={tiny.root / name}" for flag, name in EXTRA_MODELS[key].items()]
     return [
         *["--config", RECIPES / f"{key}_tiny.yaml", "--model_name_or_path", policy],
-        *["--dataset_name", tiny.data / RUNS[key][0], *models, "--output_dir", out],
+        *["--dataset_name", tiny.data / BY_KEY[key].fixture.data, *models, "--output_dir", out],
     ]
 
 

@@ -25,6 +25,22 @@ class Holds:
 
 
 @dataclass(frozen=True)
+class Fixture:
+    """How the method's script runs on the offline fixture (annotated_trl.fixtures), in the tests
+    and the lab: the data folder it trains on, and the fixture's models its flags point at."""
+
+    data: str  # a folder of <fixture>/data
+    # (script flag, fixture model folder): what a tiny run must pass besides the policy.
+    models: tuple[tuple[str, str], ...] = ()
+    # Model flags the script also takes, with the fixture model that fits (BCO's UDM embedder).
+    optional_models: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def policy(self) -> str:
+        return dict(self.models).get("model_name_or_path", "policy")
+
+
+@dataclass(frozen=True)
 class Method:
     key: str  # file stem: annotated_trainers/<key>.md, annotated_examples/<key>_training.py
     name: str  # short name on the site
@@ -39,6 +55,19 @@ class Method:
     # SFT, DPO, KTO and Reward in a trainer attribute no checkpoint saves (measured by the
     # kill-and-resume tests). None = the run cannot resume at all (PPO, like trl 1.12's).
     restarts_on_resume: tuple[str, ...] | None = ()
+    fixture: Fixture = Fixture("conversational_prompt_only")
+    experimental: bool = False  # TRL 1.16 ships it under trl.experimental
+
+    @property
+    def module(self) -> str:
+        """Where its trainer and config classes live."""
+        if self.port:
+            return f"annotated_trl.trainers.{self.key}"
+        return f"trl.experimental.{self.key}" if self.experimental else "trl"
+
+    @property
+    def config(self) -> str:
+        return self.trainer.removesuffix("Trainer") + "Config"
 
 
 SUPERVISED = "Supervised and distillation"
@@ -55,6 +84,10 @@ PROMPTS = ("prompt_only",)
 REFERENCE = Holds(reference=True)
 NUM_TOKENS = ("num_tokens",)
 PAIRED_WITH_REFERENCE = Holds(reference=True, sequences_per_row=2)
+# The fixture's models that the tiny runs' flags point at.
+TEACHER = (("teacher_model_name_or_path", "teacher"),)
+REWARD_MODEL = (("reward_model_path", "reward"),)
+SCORER = (("reward_model_name_or_path", "reward"),)  # a reward model instead of functions
 
 METHODS = (
     Method(
@@ -64,6 +97,7 @@ METHODS = (
         SUPERVISED,
         ("language_modeling", "conversational_language_modeling", "prompt_completion"),
         restarts_on_resume=NUM_TOKENS,
+        fixture=Fixture("conversational_language_modeling"),
     ),
     # Distillation is fully on-policy: it reads only `prompt` (a `completion` column is accepted
     # and ignored).
@@ -74,6 +108,7 @@ METHODS = (
         SUPERVISED,
         ("prompt_only", "prompt_completion"),
         Holds(teacher=True, generates=True),
+        fixture=Fixture("prompt_only", TEACHER),
     ),
     # GKD's collator renders whole conversations.
     Method(
@@ -83,6 +118,8 @@ METHODS = (
         SUPERVISED,
         ("conversational_language_modeling",),
         Holds(teacher=True, generates=True),
+        fixture=Fixture("conversational_language_modeling", TEACHER),
+        experimental=True,
     ),
     Method(
         "reward",
@@ -92,9 +129,18 @@ METHODS = (
         PAIRS,
         Holds(sequences_per_row=2),
         restarts_on_resume=NUM_TOKENS,
+        fixture=Fixture("preference"),
     ),
     # A process reward model labels every step of a reasoning trace.
-    Method("prm", "PRM", "PRMTrainer", REWARD, ("stepwise_supervision",), port=True),
+    Method(
+        "prm",
+        "PRM",
+        "PRMTrainer",
+        REWARD,
+        ("stepwise_supervision",),
+        port=True,
+        fixture=Fixture("stepwise_supervision", (("model_name_or_path", "token_classifier"),)),
+    ),
     Method(
         "dpo",
         "DPO",
@@ -103,6 +149,7 @@ METHODS = (
         PAIRS,
         PAIRED_WITH_REFERENCE,
         restarts_on_resume=NUM_TOKENS,
+        fixture=Fixture("preference"),
     ),
     Method(
         "kto",
@@ -112,11 +159,37 @@ METHODS = (
         ("unpaired_preference", *PAIRS),
         REFERENCE,
         restarts_on_resume=NUM_TOKENS,
+        fixture=Fixture("unpaired_preference"),
     ),
-    Method("orpo", "ORPO", "ORPOTrainer", OFFLINE, PAIRS, Holds(sequences_per_row=2)),
-    Method("cpo", "CPO", "CPOTrainer", OFFLINE, PAIRS, Holds(sequences_per_row=2)),
     Method(
-        "bco", "BCO", "BCOTrainer", OFFLINE, ("unpaired_preference", *PAIRS), REFERENCE, port=True
+        "orpo",
+        "ORPO",
+        "ORPOTrainer",
+        OFFLINE,
+        PAIRS,
+        Holds(sequences_per_row=2),
+        fixture=Fixture("preference"),
+        experimental=True,
+    ),
+    Method(
+        "cpo",
+        "CPO",
+        "CPOTrainer",
+        OFFLINE,
+        PAIRS,
+        Holds(sequences_per_row=2),
+        fixture=Fixture("preference"),
+        experimental=True,
+    ),
+    Method(
+        "bco",
+        "BCO",
+        "BCOTrainer",
+        OFFLINE,
+        ("unpaired_preference", *PAIRS),
+        REFERENCE,
+        port=True,
+        fixture=Fixture("unpaired_preference", optional_models=(("embedding_model", "policy"),)),
     ),
     Method(
         "online_dpo",
@@ -125,6 +198,8 @@ METHODS = (
         ONLINE,
         PROMPTS,
         Holds(reference=True, sequences_per_row=2, generates=True),
+        fixture=Fixture("conversational_prompt_only", REWARD_MODEL),
+        experimental=True,
     ),
     Method(
         "xpo",
@@ -134,6 +209,7 @@ METHODS = (
         PROMPTS,
         Holds(reference=True, reward=True, sequences_per_row=2, generates=True),
         port=True,
+        fixture=Fixture("conversational_prompt_only", REWARD_MODEL),
     ),
     Method(
         "nash_md",
@@ -143,9 +219,26 @@ METHODS = (
         PROMPTS,
         Holds(reference=True, reward=True, generates=True),
         port=True,
+        fixture=Fixture("conversational_prompt_only", REWARD_MODEL),
     ),
-    Method("grpo", "GRPO", "GRPOTrainer", RL, PROMPTS, Holds(generates=True)),
-    Method("rloo", "RLOO", "RLOOTrainer", RL, PROMPTS, Holds(reference=True, generates=True)),
+    Method(
+        "grpo",
+        "GRPO",
+        "GRPOTrainer",
+        RL,
+        PROMPTS,
+        Holds(generates=True),
+        fixture=Fixture("conversational_prompt_only", optional_models=SCORER),
+    ),
+    Method(
+        "rloo",
+        "RLOO",
+        "RLOOTrainer",
+        RL,
+        PROMPTS,
+        Holds(reference=True, generates=True),
+        fixture=Fixture("conversational_prompt_only", optional_models=SCORER),
+    ),
     Method(
         "ppo",
         "PPO",
@@ -155,6 +248,9 @@ METHODS = (
         Holds(reference=True, reward=True, value=True, generates=True),
         port=True,
         restarts_on_resume=None,
+        fixture=Fixture(
+            "conversational_prompt_only", REWARD_MODEL, (("value_model_path", "reward"),)
+        ),
     ),
 )
 BY_KEY = {m.key: m for m in METHODS}
