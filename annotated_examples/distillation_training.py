@@ -22,7 +22,9 @@ python annotated_examples/distillation_training.py \
 python annotated_examples/distillation_training.py \
     --config annotated_examples/recipes/distillation.yaml
 
-# One GPU, generation with vLLM in the same process (`pip install trl[vllm]`):
+# One GPU, generation with vLLM in the same process; TRL's `vllm` extra installs a vLLM that
+# TRL 1.16 supports (>= 0.22.0, <= 0.31.0):
+pip install "trl[vllm]==1.16.0"
 python annotated_examples/distillation_training.py \
     --config annotated_examples/recipes/distillation.yaml \
     --use_vllm --vllm_mode colocate --vllm_gpu_memory_utilization 0.3
@@ -40,7 +42,8 @@ CUDA_VISIBLE_DEVICES=1,2,3,4,5,6,7 accelerate launch --num_processes 7 \
 # LoRA on the student (the teacher stays whole and frozen):
 python annotated_examples/distillation_training.py \
     --config annotated_examples/recipes/distillation.yaml \
-    --use_peft --lora_r 32 --lora_alpha 16 --learning_rate 2e-4
+    --use_peft --lora_r 32 --lora_alpha 16 --lora_target_modules all-linear \
+    --learning_rate 2e-4
 ```
 """
 
@@ -51,13 +54,12 @@ from trl import (
     DistillationConfig,
     DistillationTrainer,
     ModelConfig,
-    ScriptArguments,
     TrlParser,
     get_peft_config,
     get_quantization_config,
 )
 
-from annotated_trl.data import DatasetError, load_checked_dataset
+from annotated_trl.data import DatasetError, ScriptArguments, eval_subset, load_checked_dataset
 from annotated_trl.invocation import parse_or_exit
 from annotated_trl.teachers import TeacherError, check_teacher
 
@@ -127,9 +129,13 @@ except (DatasetError, TeacherError) as error:
     sys.exit(f"error: {error}")
 
 train_dataset = dataset[script_args.dataset_train_split]
+# Evaluation passes over the whole test split at every `eval_steps` unless `--eval_max_samples N`
+# picks N of its rows (drawn with `--seed`, the same rows every time).
 eval_dataset = None
 if training_args.eval_strategy != "no":
-    eval_dataset = dataset[script_args.dataset_test_split]
+    eval_dataset = eval_subset(
+        dataset[script_args.dataset_test_split], script_args.eval_max_samples, training_args.seed
+    )
 
 # ## 4. Student and teacher
 #

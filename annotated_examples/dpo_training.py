@@ -23,7 +23,8 @@ accelerate launch --num_processes 8 annotated_examples/dpo_training.py \
 # LoRA: train adapters only; the reference is the same network with the adapter switched off,
 # so no second copy of the model is loaded (TRL's own LoRA example uses 10x the learning rate):
 python annotated_examples/dpo_training.py --config annotated_examples/recipes/dpo.yaml \
-    --use_peft --lora_r 32 --lora_alpha 16 --learning_rate 5e-6
+    --use_peft --lora_r 32 --lora_alpha 16 --lora_target_modules all-linear \
+    --learning_rate 5e-6
 ```
 """
 
@@ -34,13 +35,12 @@ from trl import (
     DPOConfig,
     DPOTrainer,
     ModelConfig,
-    ScriptArguments,
     TrlParser,
     get_peft_config,
     get_quantization_config,
 )
 
-from annotated_trl.data import DatasetError, load_checked_dataset
+from annotated_trl.data import DatasetError, ScriptArguments, eval_subset, load_checked_dataset
 from annotated_trl.invocation import parse_or_exit
 
 # ## 1. Arguments
@@ -107,9 +107,13 @@ except DatasetError as error:
     sys.exit(f"error: {error}")
 
 train_dataset = dataset[script_args.dataset_train_split]
+# Evaluation passes over the whole test split at every `eval_steps` unless `--eval_max_samples N`
+# picks N of its rows (drawn with `--seed`, the same rows every time).
 eval_dataset = None
 if training_args.eval_strategy != "no":
-    eval_dataset = dataset[script_args.dataset_test_split]
+    eval_dataset = eval_subset(
+        dataset[script_args.dataset_test_split], script_args.eval_max_samples, training_args.seed
+    )
 
 # ## 4. Model and reference model
 #

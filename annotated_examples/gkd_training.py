@@ -26,7 +26,8 @@ accelerate launch --num_processes 8 annotated_examples/gkd_training.py \
 
 # LoRA on the student (the teacher stays whole and frozen):
 python annotated_examples/gkd_training.py --config annotated_examples/recipes/gkd.yaml \
-    --use_peft --lora_r 32 --lora_alpha 16 --learning_rate 2e-4
+    --use_peft --lora_r 32 --lora_alpha 16 --lora_target_modules all-linear \
+    --learning_rate 2e-4
 ```
 """
 
@@ -38,14 +39,13 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # GKD is experimental: s
 from transformers import AutoTokenizer  # noqa: E402
 from trl import (  # noqa: E402
     ModelConfig,
-    ScriptArguments,
     TrlParser,
     get_peft_config,
     get_quantization_config,
 )
 from trl.experimental.gkd import GKDConfig, GKDTrainer  # noqa: E402
 
-from annotated_trl.data import DatasetError, load_checked_dataset  # noqa: E402
+from annotated_trl.data import DatasetError, ScriptArguments, eval_subset, load_checked_dataset  # noqa: E402
 from annotated_trl.invocation import parse_or_exit  # noqa: E402
 from annotated_trl.teachers import TeacherError, check_teacher  # noqa: E402
 
@@ -114,9 +114,13 @@ except (DatasetError, TeacherError) as error:
     sys.exit(f"error: {error}")
 
 train_dataset = dataset[script_args.dataset_train_split]
+# Evaluation passes over the whole test split at every `eval_steps` unless `--eval_max_samples N`
+# picks N of its rows (drawn with `--seed`, the same rows every time).
 eval_dataset = None
 if training_args.eval_strategy != "no":
-    eval_dataset = dataset[script_args.dataset_test_split]
+    eval_dataset = eval_subset(
+        dataset[script_args.dataset_test_split], script_args.eval_max_samples, training_args.seed
+    )
 
 # ## 4. Student and teacher
 #

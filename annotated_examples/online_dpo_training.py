@@ -21,8 +21,9 @@ python annotated_examples/online_dpo_training.py \
 # One GPU: Qwen2-0.5B-Instruct on UltraFeedback prompts, scored by a 0.5B reward model:
 python annotated_examples/online_dpo_training.py --config annotated_examples/recipes/online_dpo.yaml
 
-# ... generating with vLLM inside the training process (shares the GPU):
-pip install vllm
+# ... generating with vLLM inside the training process (shares the GPU); TRL's `vllm` extra
+# installs a vLLM that TRL 1.16 supports (>= 0.22.0, <= 0.31.0):
+pip install "trl[vllm]==1.16.0"
 python annotated_examples/online_dpo_training.py \
     --config annotated_examples/recipes/online_dpo.yaml --use_vllm --vllm_mode colocate
 
@@ -36,7 +37,8 @@ CUDA_VISIBLE_DEVICES=1,2,3,4,5,6,7 accelerate launch --num_processes 7 \
 # (Ten times the full fine-tuning learning rate is usual for LoRA.)
 python annotated_examples/online_dpo_training.py \
     --config annotated_examples/recipes/online_dpo.yaml \
-    --use_peft --lora_r 32 --lora_alpha 64 --learning_rate 5e-6
+    --use_peft --lora_r 32 --lora_alpha 64 --lora_target_modules all-linear \
+    --learning_rate 5e-6
 
 # Your own reward functions next to a reward model, weighted (the reward model first);
 # my_rewards.py in the current folder defines brevity(completions, **kwargs):
@@ -51,10 +53,10 @@ import sys
 from dataclasses import dataclass, field
 
 from transformers import AutoTokenizer
-from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config, get_quantization_config
+from trl import ModelConfig, TrlParser, get_peft_config, get_quantization_config
 from trl.experimental.online_dpo import OnlineDPOConfig, OnlineDPOTrainer
 
-from annotated_trl.data import DatasetError, load_checked_dataset
+from annotated_trl.data import DatasetError, ScriptArguments, eval_subset, load_checked_dataset
 from annotated_trl.invocation import parse_or_exit
 from annotated_trl.rewards import RewardError, default_reward_func, load_rewards
 
@@ -146,9 +148,13 @@ except DatasetError as error:
     sys.exit(f"error: {error}")
 
 train_dataset = dataset[script_args.dataset_train_split]
+# Evaluation passes over the whole test split at every `eval_steps` unless `--eval_max_samples N`
+# picks N of its rows (drawn with `--seed`, the same rows every time).
 eval_dataset = None
 if training_args.eval_strategy != "no":
-    eval_dataset = dataset[script_args.dataset_test_split]
+    eval_dataset = eval_subset(
+        dataset[script_args.dataset_test_split], script_args.eval_max_samples, training_args.seed
+    )
 
 if not reward_funcs:
     try:

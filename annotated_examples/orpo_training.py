@@ -23,7 +23,8 @@ accelerate launch --num_processes 8 annotated_examples/orpo_training.py \
 
 # LoRA: train small adapters instead of all weights (ten times the learning rate is usual):
 python annotated_examples/orpo_training.py --config annotated_examples/recipes/orpo.yaml \
-    --use_peft --lora_r 16 --lora_alpha 16 --learning_rate 8e-5
+    --use_peft --lora_r 16 --lora_alpha 16 --lora_target_modules all-linear \
+    --learning_rate 8e-5
 ```
 """
 
@@ -34,10 +35,10 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # ORPO is experimental i
 
 from accelerate import PartialState
 from transformers import AutoModelForCausalLM, AutoTokenizer
-from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config, get_quantization_config
+from trl import ModelConfig, TrlParser, get_peft_config, get_quantization_config
 from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
-from annotated_trl.data import DatasetError, load_checked_dataset
+from annotated_trl.data import DatasetError, ScriptArguments, eval_subset, load_checked_dataset
 from annotated_trl.invocation import parse_or_exit
 
 # ## 1. Arguments
@@ -102,9 +103,13 @@ except DatasetError as error:
     sys.exit(f"error: {error}")
 
 train_dataset = dataset[script_args.dataset_train_split]
+# Evaluation passes over the whole test split at every `eval_steps` unless `--eval_max_samples N`
+# picks N of its rows (drawn with `--seed`, the same rows every time).
 eval_dataset = None
 if training_args.eval_strategy != "no":
-    eval_dataset = dataset[script_args.dataset_test_split]
+    eval_dataset = eval_subset(
+        dataset[script_args.dataset_test_split], script_args.eval_max_samples, training_args.seed
+    )
 
 # ## 4. Model
 #

@@ -30,7 +30,8 @@ accelerate launch --num_processes 8 annotated_examples/ppo_training.py \
 
 # LoRA: train adapters; the reference is the same network with its adapters switched off.
 python annotated_examples/ppo_training.py --config annotated_examples/recipes/ppo.yaml \
-    --use_peft --lora_r 32 --lora_alpha 64 --learning_rate 3e-5
+    --use_peft --lora_r 32 --lora_alpha 64 --lora_target_modules all-linear \
+    --learning_rate 3e-5
 ```
 """
 
@@ -43,9 +44,9 @@ from transformers import (
     AutoTokenizer,
     set_seed,
 )
-from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config
+from trl import ModelConfig, TrlParser, get_peft_config
 
-from annotated_trl.data import DatasetError, load_checked_dataset
+from annotated_trl.data import DatasetError, ScriptArguments, eval_subset, load_checked_dataset
 from annotated_trl.invocation import parse_or_exit
 from annotated_trl.trainers.ppo import PPOConfig, PPOTrainer
 
@@ -151,6 +152,8 @@ train_dataset = dataset[script_args.dataset_train_split]
 # The evaluation split only feeds the sample completions printed during training
 # (`num_sample_generations`); PPO computes no evaluation loss.
 eval_dataset = dataset.get(script_args.dataset_test_split)
+if eval_dataset is not None:  # `--eval_max_samples N`: N rows, drawn with `--seed`
+    eval_dataset = eval_subset(eval_dataset, script_args.eval_max_samples, training_args.seed)
 
 # ## 4. Models
 #

@@ -27,9 +27,11 @@ python annotated_examples/prm_training.py --config annotated_examples/recipes/pr
 accelerate launch --num_processes 8 annotated_examples/prm_training.py \
     --config annotated_examples/recipes/prm.yaml
 
-# LoRA (task type TOKEN_CLS, our default, so the new head trains in full):
+# LoRA (task type TOKEN_CLS, our default, so the new head trains in full) on every linear
+# layer of the body, named: `all-linear` would also wrap that head, which peft then refuses:
 python annotated_examples/prm_training.py --config annotated_examples/recipes/prm.yaml \
-    --use_peft --lora_r 32 --lora_alpha 16 --learning_rate 1e-4
+    --use_peft --lora_r 32 --lora_alpha 16 --learning_rate 1e-4 \
+    --lora_target_modules q_proj k_proj v_proj o_proj gate_proj up_proj down_proj
 ```
 """
 
@@ -37,9 +39,9 @@ import sys
 
 from accelerate import PartialState
 from transformers import AutoModelForTokenClassification, AutoTokenizer
-from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config, get_quantization_config
+from trl import ModelConfig, TrlParser, get_peft_config, get_quantization_config
 
-from annotated_trl.data import DatasetError, load_checked_dataset
+from annotated_trl.data import DatasetError, ScriptArguments, eval_subset, load_checked_dataset
 from annotated_trl.invocation import parse_or_exit
 from annotated_trl.trainers.prm import PRMConfig, PRMTrainer, step_probabilities
 
@@ -117,9 +119,13 @@ for split, rows in dataset.items():
         )
 
 train_dataset = dataset[script_args.dataset_train_split]
+# Evaluation passes over the whole test split at every `eval_steps` unless `--eval_max_samples N`
+# picks N of its rows (drawn with `--seed`, the same rows every time).
 eval_dataset = None
 if training_args.eval_strategy != "no":
-    eval_dataset = dataset[script_args.dataset_test_split]
+    eval_dataset = eval_subset(
+        dataset[script_args.dataset_test_split], script_args.eval_max_samples, training_args.seed
+    )
 
 # ## 4. Model
 #

@@ -24,7 +24,8 @@ accelerate launch --num_processes 8 annotated_examples/reward_training.py \
 
 # LoRA: adapters on the body, the score head trained in full (task type SEQ_CLS, our default):
 python annotated_examples/reward_training.py --config annotated_examples/recipes/reward.yaml \
-    --use_peft --lora_r 32 --lora_alpha 16 --learning_rate 1e-4
+    --use_peft --lora_r 32 --lora_alpha 16 --lora_target_modules all-linear \
+    --learning_rate 1e-4
 ```
 """
 
@@ -35,13 +36,12 @@ from trl import (
     ModelConfig,
     RewardConfig,
     RewardTrainer,
-    ScriptArguments,
     TrlParser,
     get_peft_config,
     get_quantization_config,
 )
 
-from annotated_trl.data import DatasetError, load_checked_dataset
+from annotated_trl.data import DatasetError, ScriptArguments, eval_subset, load_checked_dataset
 from annotated_trl.invocation import parse_or_exit
 
 # ## 1. Arguments
@@ -112,9 +112,13 @@ except DatasetError as error:
     sys.exit(f"error: {error}")
 
 train_dataset = dataset[script_args.dataset_train_split]
+# Evaluation passes over the whole test split at every `eval_steps` unless `--eval_max_samples N`
+# picks N of its rows (drawn with `--seed`, the same rows every time).
 eval_dataset = None
 if training_args.eval_strategy != "no":
-    eval_dataset = dataset[script_args.dataset_test_split]
+    eval_dataset = eval_subset(
+        dataset[script_args.dataset_test_split], script_args.eval_max_samples, training_args.seed
+    )
 
 # ## 4. Model
 #

@@ -17,8 +17,9 @@ annotated-trl tiny tiny
 python annotated_examples/rloo_training.py --config annotated_examples/recipes/rloo_tiny.yaml
 
 # One GPU: Qwen2.5-0.5B-Instruct on DeepMath-103K, rewarded by trl.rewards.accuracy_reward
-# (it needs math-verify), generating with vLLM inside the training process:
-pip install math-verify vllm
+# (it needs math-verify), generating with vLLM inside the training process. TRL's extras pin
+# what TRL 1.16 supports (its `vllm` extra: vLLM >= 0.22.0, <= 0.31.0):
+pip install "trl[math-verify,vllm]==1.16.0"
 python annotated_examples/rloo_training.py --config annotated_examples/recipes/rloo.yaml \
     --use_vllm --vllm_mode colocate
 
@@ -30,7 +31,8 @@ CUDA_VISIBLE_DEVICES=1,2,3,4,5,6,7 accelerate launch --num_processes 7 \
 
 # LoRA: train small adapters instead of all weights (a larger learning rate is usual):
 python annotated_examples/rloo_training.py --config annotated_examples/recipes/rloo.yaml \
-    --use_peft --lora_r 32 --lora_alpha 64 --learning_rate 1e-5
+    --use_peft --lora_r 32 --lora_alpha 64 --lora_target_modules all-linear \
+    --learning_rate 1e-5
 
 # Your own reward functions, weighted, next to a reward model:
 python annotated_examples/rloo_training.py --config annotated_examples/recipes/rloo_tiny.yaml \
@@ -47,13 +49,12 @@ from trl import (
     ModelConfig,
     RLOOConfig,
     RLOOTrainer,
-    ScriptArguments,
     TrlParser,
     get_peft_config,
     get_quantization_config,
 )
 
-from annotated_trl.data import DatasetError, load_checked_dataset
+from annotated_trl.data import DatasetError, ScriptArguments, eval_subset, load_checked_dataset
 from annotated_trl.invocation import parse_or_exit
 from annotated_trl.rewards import RewardError, default_reward_func, load_rewards
 
@@ -154,9 +155,13 @@ except DatasetError as error:
     sys.exit(f"error: {error}")
 
 train_dataset = dataset[script_args.dataset_train_split]
+# Evaluation passes over the whole test split at every `eval_steps` unless `--eval_max_samples N`
+# picks N of its rows (drawn with `--seed`, the same rows every time).
 eval_dataset = None
 if training_args.eval_strategy != "no":
-    eval_dataset = dataset[script_args.dataset_test_split]
+    eval_dataset = eval_subset(
+        dataset[script_args.dataset_test_split], script_args.eval_max_samples, training_args.seed
+    )
 
 # With no reward named, the dataset's columns pick the default (see section 1).
 if not reward_funcs:

@@ -22,7 +22,16 @@ accelerate launch --num_processes 8 annotated_examples/sft_training.py \
 
 # LoRA: train small adapters instead of all weights (ten times the learning rate is usual):
 python annotated_examples/sft_training.py --config annotated_examples/recipes/sft.yaml \
-    --use_peft --lora_r 32 --lora_alpha 16 --learning_rate 2e-4
+    --use_peft --lora_r 32 --lora_alpha 16 --lora_target_modules all-linear \
+    --learning_rate 2e-4
+
+# QLoRA: the same adapters on a frozen base stored in 4 bits (NF4), computing in bf16; peft keeps
+# the adapters themselves in float32. bitsandbytes needs a CUDA GPU (not tested here):
+pip install "trl[quantization]==1.16.0"
+python annotated_examples/sft_training.py --config annotated_examples/recipes/sft.yaml \
+    --load_in_4bit --bnb_4bit_quant_type nf4 --dtype bfloat16 \
+    --use_peft --lora_r 32 --lora_alpha 16 --lora_target_modules all-linear \
+    --learning_rate 2e-4
 ```
 """
 
@@ -31,7 +40,6 @@ import sys
 from transformers import AutoTokenizer
 from trl import (
     ModelConfig,
-    ScriptArguments,
     SFTConfig,
     SFTTrainer,
     TrlParser,
@@ -39,7 +47,7 @@ from trl import (
     get_quantization_config,
 )
 
-from annotated_trl.data import DatasetError, load_checked_dataset
+from annotated_trl.data import DatasetError, ScriptArguments, eval_subset, load_checked_dataset
 from annotated_trl.invocation import parse_or_exit
 
 # ## 1. Arguments
@@ -101,9 +109,13 @@ except DatasetError as error:
     sys.exit(f"error: {error}")
 
 train_dataset = dataset[script_args.dataset_train_split]
+# Evaluation passes over the whole test split at every `eval_steps` unless `--eval_max_samples N`
+# picks N of its rows (drawn with `--seed`, the same rows every time).
 eval_dataset = None
 if training_args.eval_strategy != "no":
-    eval_dataset = dataset[script_args.dataset_test_split]
+    eval_dataset = eval_subset(
+        dataset[script_args.dataset_test_split], script_args.eval_max_samples, training_args.seed
+    )
 
 # ## 4. Model
 #
@@ -145,8 +157,9 @@ trainer = SFTTrainer(
 #
 # Logged every `logging_steps`: `loss` (the NLL above), `mean_token_accuracy` (how often the
 # most likely next token is the right one), `entropy` (of the next-token distribution, in nats),
-# `num_tokens` (tokens seen so far) and `grad_norm`. `--resume_from_checkpoint` continues from
-# `output_dir/checkpoint-N` with the optimiser and data order restored.
+# `num_tokens` (tokens seen so far) and `grad_norm`. `--resume_from_checkpoint true` continues
+# from the newest complete `output_dir/checkpoint-N` (or from the folder given), with the
+# optimiser and data order restored.
 
 trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
 

@@ -30,7 +30,8 @@ accelerate launch --num_processes 8 annotated_examples/xpo_training.py \
 
 # LoRA: train adapters; the reference is the same network with its adapters switched off.
 python annotated_examples/xpo_training.py --config annotated_examples/recipes/xpo.yaml \
-    --use_peft --lora_r 32 --lora_alpha 64 --learning_rate 5e-6
+    --use_peft --lora_r 32 --lora_alpha 64 --lora_target_modules all-linear \
+    --learning_rate 5e-6
 
 # IPO's squared loss instead of DPO's, and an exploration weight per epoch:
 python annotated_examples/xpo_training.py --config annotated_examples/recipes/xpo.yaml \
@@ -42,9 +43,9 @@ import sys
 from dataclasses import dataclass, field
 
 from transformers import AutoTokenizer
-from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config, get_quantization_config
+from trl import ModelConfig, TrlParser, get_peft_config, get_quantization_config
 
-from annotated_trl.data import DatasetError, load_checked_dataset
+from annotated_trl.data import DatasetError, ScriptArguments, eval_subset, load_checked_dataset
 from annotated_trl.invocation import parse_or_exit
 from annotated_trl.rewards import RewardError, default_reward_func, load_rewards
 from annotated_trl.trainers.xpo import XPOConfig, XPOTrainer
@@ -118,9 +119,13 @@ except DatasetError as error:
     sys.exit(f"error: {error}")
 
 train_dataset = dataset[script_args.dataset_train_split]
+# Evaluation passes over the whole test split at every `eval_steps` unless `--eval_max_samples N`
+# picks N of its rows (drawn with `--seed`, the same rows every time).
 eval_dataset = None
 if training_args.eval_strategy != "no":
-    eval_dataset = dataset[script_args.dataset_test_split]
+    eval_dataset = eval_subset(
+        dataset[script_args.dataset_test_split], script_args.eval_max_samples, training_args.seed
+    )
 
 if not reward_funcs:
     try:

@@ -7,6 +7,9 @@ later, deep inside tokenisation, with a traceback that names neither.
 
 The scripts stop at the first problem (`load_checked_dataset`); `annotated-trl validate` lists
 them all, one line each (`validate_dataset`). Both run the same checks (`scan_rows`).
+
+The scripts' `ScriptArguments` (TRL's, plus `--eval_max_samples`) and `eval_subset` are here
+too: which rows of the test split an evaluation uses.
 """
 
 import json
@@ -15,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
+import trl
 
 from annotated_trl.methods import METHODS, PAIRS
 
@@ -362,3 +366,35 @@ def load_checked_dataset(
         located = ((f"row {i}", row) for i, row in enumerate(rows, 1))
         check_rows(located, f"{name}[{split}]", method, tokenizer, text_field)
     return loaded
+
+
+# ## Evaluating on part of the test split
+
+
+@dataclass
+class ScriptArguments(trl.ScriptArguments):
+    """`trl.ScriptArguments` (which data, which splits) plus `eval_max_samples`, shared by every
+    example script: TRL's scripts have no way to evaluate on part of the test split."""
+
+    eval_max_samples: int | None = field(
+        default=None,
+        metadata={
+            "help": "Evaluate on this many rows of the test split, drawn with --seed (the same "
+            "rows at every evaluation). Unset: the whole split."
+        },
+    )
+
+    def __post_init__(self):
+        if self.eval_max_samples is not None and self.eval_max_samples < 1:
+            raise ValueError(
+                f"--eval_max_samples {self.eval_max_samples}: expected a number of rows from 1 "
+                "up, or leave it unset to evaluate on the whole test split"
+            )
+
+
+def eval_subset(dataset: datasets.Dataset, max_samples: int | None, seed: int) -> datasets.Dataset:
+    """`max_samples` rows of `dataset` drawn at random with `seed`, or all of it (None, or no
+    more rows than that). Every process draws the same rows, and every evaluation sees them."""
+    if max_samples is None or max_samples >= len(dataset):
+        return dataset
+    return dataset.shuffle(seed=seed).select(range(max_samples))

@@ -16,6 +16,10 @@ milliseconds and without loading anything:
 - choices the trainer would only reject after loading everything (DPO's `loss_type`, ...) and
   GRPO/RLOO's `num_generations`, which must divide the generation batch.
 
+`--resume_from_checkpoint true` becomes the newest complete `checkpoint-N` folder in the output
+folder (`false`: none), as users expect from the name; transformers takes only a path from the
+command line. With no checkpoint to resume from, or a path that is not a folder, it refuses.
+
 Anything the configs themselves refuse (`__post_init__` raising ValueError or TypeError) becomes
 one line too. Each problem is an `InvocationError`; `parse_or_exit` turns it into
 `error: <message>` on stderr and exit status 1, like the scripts' dataset errors.
@@ -23,6 +27,7 @@ one line too. Each problem is an `InvocationError`; `parse_or_exit` turns it int
 
 import difflib
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -109,7 +114,50 @@ def parse_checked(parser, args: list[str] | None = None) -> tuple:
         except OutputDirError as error:
             raise InvocationError(str(error)) from None
     _check_models(parser, values)
+    for config in parsed:
+        if getattr(config, "resume_from_checkpoint", None) is not None:
+            config.resume_from_checkpoint = resolve_resume(
+                config.resume_from_checkpoint, config.output_dir
+            )
     return parsed
+
+
+def resolve_resume(value: str, output_dir: str) -> str | None:
+    """The checkpoint `--resume_from_checkpoint value` means: a folder as given, `true` the newest
+    complete checkpoint in `output_dir`, `false` none. Raise InvocationError when there is none."""
+    flag = f"--resume_from_checkpoint {value}"
+    if value.lower() == "false":
+        return None
+    if value.lower() != "true":
+        if not Path(value).expanduser().is_dir():
+            raise InvocationError(
+                f"{flag}: no such folder; expected a checkpoint folder like "
+                f"{Path(output_dir) / 'checkpoint-500'}, or true for the newest in --output_dir"
+            )
+        return value
+    last = last_checkpoint(output_dir)
+    if last is None:
+        raise InvocationError(
+            f"{flag}: {output_dir} holds no complete checkpoint-N folder to resume from; "
+            "expected the --output_dir of an earlier run that saved one (save_steps), or drop the "
+            "flag to start from scratch"
+        )
+    return last
+
+
+def last_checkpoint(output_dir: str) -> str | None:
+    """The newest `checkpoint-N` in `output_dir` that a save finished: transformers'
+    `get_last_checkpoint`, skipping a folder without `trainer_state.json` (written last, so a run
+    killed while saving leaves a newest folder that cannot be resumed from)."""
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    folder = Path(output_dir).expanduser()
+    saved = {}  # step -> folder, for every complete checkpoint
+    for path in folder.iterdir() if folder.is_dir() else ():
+        match = re.fullmatch(rf"{PREFIX_CHECKPOINT_DIR}-(\d+)", path.name)
+        if match and (path / "trainer_state.json").is_file():
+            saved[int(match[1])] = path
+    return str(saved[max(saved)]) if saved else None
 
 
 def closest(name: str, names) -> str | None:
