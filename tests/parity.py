@@ -12,19 +12,18 @@ goes first on PYTHONPATH, so `import trl` finds it instead of the pinned 1.16; e
 (torch, transformers, the fixture) is shared. A scenario writes
 its `trainer.state.log_history` as JSON; `assert_same_logs` compares every logged number.
 
-With `processes=2` both runs are `accelerate launch`ed as two DDP processes on CPU instead, and
-every process writes its own log (`rank_log`): the distributed code paths (gathers, per-process
-seeds and shards) are compared too.
+With `processes=2` both runs are two DDP processes on CPU instead, started as `accelerate launch`
+starts them (tests/support/warm.py `launch`), and every process writes its own log (`rank_log`):
+the distributed code paths (gathers, per-process seeds and shards) are compared too.
 """
 
 import json
 import math
 import os
-import subprocess
 from pathlib import Path
 
-from conftest import CPU_LAUNCH_ENV, OFFLINE_ENV, REPO, TWO_CPU_PROCESSES
-from support.warm import shared
+from conftest import OFFLINE_ENV, REPO
+from support.warm import launch, shared
 
 ORACLE = REPO / ".oracle" / "trl-1.12"
 SCENARIOS = REPO / "tests" / "parity_scenarios"
@@ -47,19 +46,17 @@ def run_scenario(
     """Run tests/parity_scenarios/<key>.py with `impl` ("original" or "ours"); its log_history
     (process 0's, with `processes=2`)."""
     assert impl in ("original", "ours") and processes in (1, 2)
-    env = {**os.environ, **OFFLINE_ENV, **(CPU_LAUNCH_ENV if processes == 2 else {})}
+    env = {**os.environ, **OFFLINE_ENV}
     env.pop("PYTHONPATH", None)
     if impl == "original":
         env["PYTHONPATH"] = str(oracle_trl())
     out_dir.mkdir(parents=True, exist_ok=True)
     log_file = out_dir / f"{impl}.json"
     argv = [SCENARIOS / f"{key}.py", "--impl", impl, "--out", log_file, *args]
+    warm = shared(**OFFLINE_ENV, PYTHONPATH=env.get("PYTHONPATH"))
     if processes == 2:
-        command = [*TWO_CPU_PROCESSES, *map(str, argv)]
-        run = {"capture_output": True, "text": True, "timeout": timeout}
-        result = subprocess.run(command, cwd=out_dir, env=env, **run)
+        result = launch(warm, argv, out_dir, env, processes, timeout)
     else:
-        warm = shared(**OFFLINE_ENV, PYTHONPATH=env.get("PYTHONPATH"))
         result = warm.run(argv, out_dir, env, timeout)
     assert result.returncode == 0, f"{key} ({impl}) failed:\n{result.stderr[-4000:]}"
     return json.loads(log_file.read_text())

@@ -1,11 +1,15 @@
 """The shipped accelerate configs; every example script launched as two DDP processes on CPU; how
 PRM's and GKD's losses scale with the number of processes (read from those same launches); and
-the five ports against trl 1.12 under two processes.
+the ports against trl 1.12 under two processes.
 
 DeepSpeed is not installed here, so the ZeRO configs are checked by accelerate's own loader and
-for the settings the site's distributed page describes, not launched. The DDP runs use the launch
-line the site gives (`--multi_gpu --num_processes 2` with `ACCELERATE_USE_CPU=true`; `--cpu` would
-silently start one process) and tests/ddp_probe.py, which runs the example script unchanged.
+for the settings the site's distributed page describes, not launched. The site's launch line is
+`accelerate launch --multi_gpu --num_processes 2` with `ACCELERATE_USE_CPU=true` (`--cpu` would
+silently start one process: tested below). The runs here start the same two processes without
+the launcher's own start-up and the 5-7 CPU-seconds of imports each bare process pays: forked
+from a warm interpreter (tests/support/warm.py), each with the environment a real launch gives
+it (checked variable by variable against a real launch of the site's line below), then real DDP
+over gloo. tests/ddp_probe.py runs the example script unchanged inside each process.
 """
 
 import json
@@ -21,6 +25,8 @@ from accelerate.utils import DistributedType
 from conftest import CPU_LAUNCH_ENV, OFFLINE_ENV, REPO, TWO_CPU_PROCESSES
 from parity import assert_same_logs, rank_log, run_scenario
 from script_runs import LORA, PORTS, RUNS, STEPS, script_args
+from support import warm
+from support.warm import shared
 
 pytestmark = pytest.mark.distributed
 
@@ -70,10 +76,9 @@ CASES = [(method, []) for method in RUNS] + [(method, LORA) for method in PORTS]
 
 def launch(method: str, tiny, out: Path, *flags) -> subprocess.CompletedProcess:
     script, *args = script_args(method, tiny, out / "run", processes=2)
-    probe = [str(REPO / "tests" / "ddp_probe.py"), str(out), f"annotated_examples/{script}"]
-    command = [*TWO_CPU_PROCESSES, *probe, *args, *flags]
-    env = {**os.environ, **OFFLINE_ENV, **CPU_LAUNCH_ENV}
-    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    probe = [REPO / "tests" / "ddp_probe.py", out, f"annotated_examples/{script}"]
+    env = {**os.environ, **OFFLINE_ENV}
+    return warm.launch(shared(**OFFLINE_ENV), [*probe, *args, *flags], REPO, env)
 
 
 @pytest.fixture(scope="module")
@@ -179,6 +184,41 @@ def test_distributed_gkd_loss_and_gradient_are_the_mean_over_P(ddp_run):
     grad_of_mean = sum(torch.tensor(s["grad_of_sum"], dtype=torch.float64) for s in scales) / total
     torch.testing.assert_close(ddp_grad, grad_of_mean / processes, rtol=1e-4, atol=1e-9)
     assert not torch.allclose(ddp_grad, grad_of_mean, rtol=0.1)
+
+
+DUMP_ENVIRONMENT = """
+import json, os, sys
+with open(os.path.join(sys.argv[1], os.environ["RANK"] + ".json"), "w") as out:
+    json.dump(dict(os.environ), out)
+"""
+
+
+def test_distributed_warm_launch_gives_each_process_what_accelerate_launch_gives(tmp_path):
+    """The runs above start their two processes from the warm interpreter (tests/support/warm.py)
+    instead of through `accelerate launch`, with the variables the launcher would set: the same
+    as a real launch of the site's command line, here, variable by variable."""
+    script = tmp_path / "environment.py"
+    script.write_text(DUMP_ENVIRONMENT)
+    real, ours = tmp_path / "real", tmp_path / "warm"
+    real.mkdir(), ours.mkdir()
+    env = {**os.environ, **OFFLINE_ENV}
+    launched = subprocess.run(
+        [*TWO_CPU_PROCESSES, str(script), str(real)],
+        env={**env, **CPU_LAUNCH_ENV},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert launched.returncode == 0, launched.stderr[-2000:]
+    forked = warm.launch(shared(**OFFLINE_ENV), [script, ours], tmp_path, env)
+    assert forked.returncode == 0, forked.stderr[-2000:]
+    for rank in ("0", "1"):
+        a = json.loads((real / f"{rank}.json").read_text())
+        b = json.loads((ours / f"{rank}.json").read_text())
+        launcher = {k for k in a if k.startswith("ACCELERATE_")} | set(warm.LAUNCH_ENV)
+        launcher |= set(warm.rank_env(0, 2, 0)) - {"MASTER_PORT"}
+        assert {k: a.get(k) for k in launcher} == {k: b.get(k) for k in launcher}
+        assert b["MASTER_PORT"].isdigit()
 
 
 COUNT_PROCESSES = """

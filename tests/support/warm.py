@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 PRELOAD = ("torch", "transformers", "datasets", "accelerate", "peft", "trl")
@@ -124,6 +125,63 @@ class WarmPython:
     def close(self) -> None:
         self.server.stdin.close()
         self.server.wait(timeout=60)
+
+
+# What `accelerate launch --multi_gpu --num_processes N --num_machines 1 --mixed_precision no
+# --dynamo_backend no` puts in each process's environment on CPU (with ACCELERATE_USE_CPU=true),
+# besides the rank and the rendezvous address; tests/test_distributed.py checks it against a
+# real launch.
+LAUNCH_ENV = {
+    "ACCELERATE_USE_CPU": "true",
+    "ACCELERATE_MIXED_PRECISION": "no",
+    "ACCELERATE_DYNAMO_BACKEND": "NO",
+    "ACCELERATE_DYNAMO_MODE": "default",
+    "ACCELERATE_DYNAMO_USE_DYNAMIC": "False",
+    "ACCELERATE_DYNAMO_USE_FULLGRAPH": "False",
+    "ACCELERATE_DYNAMO_USE_REGIONAL_COMPILATION": "False",
+    "OMP_NUM_THREADS": "1",
+    "PYTHONUNBUFFERED": "1",
+}
+
+
+def rank_env(rank: int, processes: int, port: int) -> dict[str, str]:
+    """The variables torch's launcher gives process `rank` of `processes` on one machine."""
+    ranks = {"RANK": rank, "LOCAL_RANK": rank, "ROLE_RANK": rank, "GROUP_RANK": 0}
+    sizes = {"WORLD_SIZE": processes, "LOCAL_WORLD_SIZE": processes, "GROUP_WORLD_SIZE": 1}
+    sizes["ROLE_WORLD_SIZE"] = processes
+    where = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "ROLE_NAME": "default"}
+    return {key: str(value) for key, value in {**ranks, **sizes, **where}.items()}
+
+
+def launch(warm: WarmPython, argv, cwd, env, processes: int = 2, timeout: float = 600):
+    """`accelerate launch` of `python <argv>` as `processes` DDP processes on CPU, each a warm
+    child with the environment a real launch gives it; when one fails, the others are ended
+    (they would wait for it in their next collective), as the launcher does. A
+    CompletedProcess: the first failure's exit code, every process's stderr."""
+    import socket
+
+    with socket.socket() as probe:  # a free port for the rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    runs = [
+        warm.start(argv, cwd, {**env, **LAUNCH_ENV, **rank_env(rank, processes, port)})
+        for rank in range(processes)
+    ]
+    deadline = time.monotonic() + timeout
+    with warm.ended:
+        while not all(r.poll() is not None for r in runs):
+            failed = any(r.poll() not in (None, 0) for r in runs)
+            if failed or time.monotonic() > deadline:
+                break
+            warm.ended.wait(1.0)
+    for run in runs:
+        run.kill()
+    codes = [run.wait(60) for run in runs]
+    late = "" if time.monotonic() <= deadline else f"\n(timed out after {timeout} s)"
+    stderr = "".join(f"[rank {r}] {run.stderr.read_text()}" for r, run in enumerate(runs))
+    # The failure that ended the run, not a process ended because of it.
+    code = next((c for c in codes if c not in (0, -9)), next((c for c in codes if c), 0))
+    return subprocess.CompletedProcess(argv, code, runs[0].stdout.read_text(), stderr + late)
 
 
 _shared: dict[tuple, WarmPython] = {}
