@@ -230,9 +230,9 @@ def test_memory_page_prose_numbers_are_the_functions_output():
     assert f"LoRA\non a 7B model is estimated at {kto_lora:.1f} GiB" in text
     assert f"a 1.5B model at {kto_full:.1f} GiB" in text
     big = memory.REFERENCE_MODELS["Llama-3.1-70B"]
-    frozen_base = memory.estimate(big, "sft", lora_rank=16).weights - 4 * big.lora_params(
-        16, ("q_proj", "v_proj")
-    )
+    frozen_base = memory.estimate(
+        big, "sft", lora_rank=16, precision="bfloat16"
+    ).weights - 4 * big.lora_params(16, ("q_proj", "v_proj"))
     assert frozen_base == 2 * big.params
     assert f"about {frozen_base / memory.GIB:.0f} GiB of weights" in text
     assert "::: annotated_trl.memory.estimate" in text

@@ -4,6 +4,13 @@ annotated-trl tiny DIR                          tiny models + toy data under DIR
 annotated-trl validate --method sft DATASET     "OK: ..." (exit 0) or one line per problem (exit 2)
 annotated-trl lab --out runs/lab                every method on the toy task, 3 seeds
 annotated-trl lab-figures runs/lab/results.json --out docs/lab/figures
+annotated-trl doctor --method grpo --config annotated_examples/recipes/grpo.yaml
+    pre-flight for a GPU job, offline: the recipe's batch arithmetic, chat template, pad token,
+    reward functions, lengths against the data and memory, each finding with its fix and the
+    troubleshooting entry that explains it (exit 0, or 2 when a finding is an error);
+    --dataset, --model replace the recipe's, --num_processes counts the GPUs
+annotated-trl memory Qwen2.5-1.5B --method dpo --seq_len 2048 --lora_rank 16
+    one GPU's training memory by part, offline, for a config.json, model folder or preset
 """
 
 import argparse
@@ -94,9 +101,51 @@ def _lab_figures(args: argparse.Namespace) -> int:
     return 0
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    """Print every finding, then a summary; 0 when none is an error, else 2."""
+    import datasets
+
+    from annotated_trl.doctor import DoctorError, exit_code, render, run_doctor
+
+    datasets.disable_progress_bars()
+    try:
+        findings = run_doctor(
+            args.method, args.config, args.dataset, args.model, args.num_processes
+        )
+    except DoctorError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(render(findings))
+    return exit_code(findings)
+
+
+def _memory(args: argparse.Namespace) -> int:
+    """Print the estimate's breakdown (exit 0), or one error line (exit 2)."""
+    from annotated_trl.memory import report
+
+    try:
+        text = report(
+            args.model,
+            args.method,
+            precision=args.precision,
+            lora_rank=args.lora_rank,
+            gradient_checkpointing=not args.no_gradient_checkpointing,
+            zero_stage=args.zero_stage,
+            num_gpus=args.num_gpus,
+            seq_len=args.seq_len,
+            batch_size=args.batch_size,
+        )
+    except ValueError as error:  # no or unreadable config.json: one line
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(text)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from annotated_trl.data import METHOD_FORMATS
     from annotated_trl.lab.experiments import ORDER
+    from annotated_trl.methods import METHODS
 
     parser = argparse.ArgumentParser(prog="annotated-trl", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -128,6 +177,31 @@ def main(argv: list[str] | None = None) -> int:
     figures.add_argument("results", help="results.json written by `annotated-trl lab`")
     figures.add_argument("--out", default="docs/lab/figures")
     figures.set_defaults(run=_lab_figures)
+
+    doctor = commands.add_parser("doctor", help="check a recipe, its data and model, offline")
+    doctor.add_argument("--method", required=True, choices=[m.key for m in METHODS])
+    doctor.add_argument("--config", required=True, help="the recipe (YAML) the script will run")
+    doctor.add_argument("--dataset", help="instead of the recipe's dataset_name")
+    doctor.add_argument("--model", help="instead of the recipe's model_name_or_path")
+    doctor.add_argument("--num_processes", type=int, default=1, help="GPUs (processes) in all")
+    doctor.set_defaults(run=_doctor)
+
+    memory = commands.add_parser("memory", help="estimate one GPU's training memory, offline")
+    memory.add_argument("model", help="config.json, a local model folder, or a preset name")
+    memory.add_argument("--method", required=True, choices=[m.key for m in METHODS])
+    memory.add_argument("--seq_len", type=int, default=1024, help="prompt + completion tokens")
+    memory.add_argument("--batch_size", type=int, default=1, help="rows per GPU per micro-step")
+    memory.add_argument(
+        "--precision",
+        default="bf16-autocast",
+        choices=["bf16-autocast", "float32", "bfloat16"],
+        help="bf16-autocast: TRL's default (float32 weights); bfloat16: --dtype bfloat16",
+    )
+    memory.add_argument("--num_gpus", type=int, default=1)
+    memory.add_argument("--zero_stage", type=int, default=0, choices=[0, 1, 2, 3])
+    memory.add_argument("--lora_rank", type=int, default=None, help="LoRA r (default: full)")
+    memory.add_argument("--no_gradient_checkpointing", action="store_true")
+    memory.set_defaults(run=_memory)
 
     args = parser.parse_args(argv)
     return args.run(args)
