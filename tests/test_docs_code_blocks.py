@@ -8,20 +8,20 @@ The rule, per block:
       ```bash { .no-run }
   (it renders like any other block; the class only lands on the wrapping <div>);
 - else a data block, language text, yaml, json, jsonl or jinja -> not run (data is not code);
-- else language python -> run in a fresh `python` subprocess (this venv), from the repository
-  root, with HF_HUB_OFFLINE=1, under a timeout; it must exit 0;
+- else language python -> run as `python -c` in a fresh process (forked from a warm interpreter,
+  tests/support/warm.py), from the repository root, offline, under a timeout; it must exit 0;
 - anything else (bash, console, no language, ...) -> fails: mark it `.no-run` or make it Python.
 """
 
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import OFFLINE_ENV
 from docs_support import REPO, content_files, docs_pages, html_path, page_uri
 from script_pages import split_script
+from support.warm import shared
 
 pytestmark = pytest.mark.docs
 
@@ -83,14 +83,8 @@ def test_code_block_runs_or_is_marked(language, classes, code):
     assert language == "python", (
         f"a ```{language or '(no language)'} block must run as Python or carry {{ .no-run }}"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=REPO,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    env = {**os.environ, **OFFLINE_ENV}
+    result = shared(**OFFLINE_ENV).run(["-c", code], REPO, env, timeout=300)
     assert result.returncode == 0, f"block failed:\n{code}\n--- stderr ---\n{result.stderr[-3000:]}"
 
 

@@ -237,11 +237,15 @@ def _child(job: dict) -> None:
     if "OMP_NUM_THREADS" in job["env"]:
         torch.set_num_threads(int(job["env"]["OMP_NUM_THREADS"]))
     script = job["argv"][0]
-    sys.argv = job["argv"]
-    sys.path[0] = os.path.dirname(os.path.abspath(script))
     code = 0
     try:
-        runpy.run_path(script, run_name="__main__")
+        if script == "-c":  # `python -c CODE`: argv[0] is "-c", the current folder leads the path
+            sys.argv, sys.path[0] = ["-c", *job["argv"][2:]], ""
+            exec(compile(job["argv"][1], "<string>", "exec"), {"__name__": "__main__"})
+        else:
+            sys.argv = job["argv"]
+            sys.path[0] = os.path.dirname(os.path.abspath(script))
+            runpy.run_path(script, run_name="__main__")
     except SystemExit as stop:
         code = _exit_code(stop)
     except BaseException:
