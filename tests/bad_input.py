@@ -1,8 +1,8 @@
 """What every method's bad-input tests share.
 
 A case writes a malformed dataset, runs the real example script on it in-process (`runpy`, the
-same code path as `python script.py`) and reads the one line the script exits with. Each method
-also runs one case as a true subprocess, to check what a user sees.
+same code path as `python script.py`) and reads the one line the script exits with. What a user sees
+from a bare `python` process is checked for every script by tests/test_badinput.py.
 """
 
 import json

@@ -7,7 +7,7 @@ import math
 
 import torch
 from bad_input import jsonl, refusal
-from conftest import REPO, run_script
+from conftest import REPO
 from transformers import AutoTokenizer
 
 
@@ -83,25 +83,6 @@ def refuses_chat_without_template(key, tiny, tmp_path, monkeypatch, policy_witho
     args += ["--dataset_name", tiny.data / "conversational_prompt_only", "--output_dir", out]
     message = refusal(monkeypatch, script, recipe, *args)
     assert "chat template" in message, message
-    assert not out.exists()
-
-
-def user_sees_one_line(key, tiny, tmp_path):
-    """A real process: exit code 1, exactly one line on stderr, no traceback, no output dir."""
-    _, recipe = paths(key)
-    data, out = tmp_path / "pairs.jsonl", tmp_path / "out"
-    data.write_text(jsonl([{"prompt": "What is 1 + 1?", "chosen": " 2", "rejected": " 3"}]))
-    result = run_script(
-        f"{key}_training.py",
-        *["--config", recipe, "--model_name_or_path", tiny.policy],
-        *["--reward_model_path", tiny.reward],  # the recipe's tiny/reward is relative to its cwd
-        *["--dataset_name", data, "--output_dir", out],
-    )
-    assert result.returncode == 1
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr[-2000:]
-    assert lines[0].startswith("error: ") and str(data) in lines[0]
-    assert "preference data" in lines[0]
     assert not out.exists()
 
 

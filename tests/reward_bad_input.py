@@ -2,12 +2,13 @@
 with the same code (`annotated_trl.data`, `annotated_trl.rewards`), so they share the cases.
 
 Each case runs the real script in-process (`runpy`, same code path as `python script.py`) and
-expects `SystemExit` carrying the one-line message; one case also runs as a true subprocess to
-check what a user sees: exit code 1, one line on stderr, no traceback.
+expects `SystemExit` carrying the one-line message.
+What a user sees from a bare `python` process is checked for every script by
+tests/test_badinput.py.
 """
 
 from bad_input import jsonl, refusal
-from conftest import REPO, run_script
+from conftest import REPO
 
 GOOD = jsonl([{"prompt": "What is 1 + 1?", "answer": 2}])
 
@@ -93,23 +94,4 @@ def needs_a_reward(key, tiny, tmp_path, monkeypatch):
     args = ["--model_name_or_path", tiny.policy, "--dataset_name", data, "--output_dir", out]
     message = refusal(monkeypatch, script, no_reward, *args)
     assert "no reward" in message and "--reward_funcs" in message
-    assert not out.exists()
-
-
-def user_sees_bad_reward(key, tiny, tmp_path):
-    """A real process: exit code 1, exactly one line on stderr, no traceback, no output dir."""
-    _, recipe = _paths(key)
-    out = tmp_path / "out"
-    result = run_script(
-        f"{key}_training.py",
-        *["--config", recipe, "--model_name_or_path", tiny.policy, "--output_dir", out],
-        *["--dataset_name", tiny.data / "prompt_only"],
-        *["--reward_funcs", "my_rewards.does_not_exist"],
-    )
-    assert result.returncode == 1
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr[-2000:]
-    assert lines[0] == (
-        "error: reward function 'my_rewards.does_not_exist': no module named 'my_rewards'"
-    )
     assert not out.exists()

@@ -17,8 +17,3 @@ def test_cpo_refuses_bad_dataset(tiny, tmp_path, monkeypatch, case):
 @pytest.mark.badinput
 def test_cpo_refuses_missing_file(tiny, tmp_path, monkeypatch):
     shared.refuses_missing_file(KEY, tiny, tmp_path, monkeypatch)
-
-
-@pytest.mark.badinput
-def test_cpo_bad_input_as_a_user_sees_it(tiny, tmp_path):
-    shared.user_sees_one_line(KEY, tiny, tmp_path, "broken-json-line")

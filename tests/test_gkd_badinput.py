@@ -64,11 +64,6 @@ def test_gkd_refuses_conversations_without_chat_template(
 
 
 @pytest.mark.badinput
-def test_gkd_bad_input_as_a_user_sees_it(tiny, tmp_path):
-    shared.user_sees_one_line(KEY, tiny, tmp_path, CASES["preference-data"])
-
-
-@pytest.mark.badinput
 @pytest.mark.parametrize("teacher", TEACHERS, ids=[f"{KEY}-teacher-{t}" for t in TEACHERS])
 def test_gkd_refuses_a_teacher_with_another_vocabulary(
     tiny, tmp_path, monkeypatch, foreign_teachers, teacher

@@ -16,8 +16,3 @@ def test_grpo_refuses_bad_input(tiny, tmp_path, monkeypatch, case):
 @pytest.mark.badinput
 def test_grpo_without_reward_column_needs_a_reward(tiny, tmp_path, monkeypatch):
     shared.needs_a_reward(KEY, tiny, tmp_path, monkeypatch)
-
-
-@pytest.mark.badinput
-def test_grpo_bad_reward_as_a_user_sees_it(tiny, tmp_path):
-    shared.user_sees_bad_reward(KEY, tiny, tmp_path)

@@ -9,7 +9,6 @@ from online_pair_support import (
     bad_data_cases,
     refuses_bad_data,
     refuses_chat_without_template,
-    user_sees_one_line,
 )
 
 KEY = "nash_md"
@@ -36,11 +35,6 @@ def test_nash_md_refuses_chat_without_template(
 @pytest.mark.parametrize("case", REWARD, ids=REWARD)
 def test_nash_md_refuses_bad_reward(tiny, tmp_path, monkeypatch, case):
     reward_bad_input.refuses_bad_input(KEY, tiny, tmp_path, monkeypatch, case)
-
-
-@pytest.mark.badinput
-def test_nash_md_bad_data_as_a_user_sees_it(tiny, tmp_path):
-    user_sees_one_line(KEY, tiny, tmp_path)
 
 
 @pytest.mark.badinput

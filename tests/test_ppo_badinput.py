@@ -3,12 +3,14 @@ resume is refused with one line naming the file (or flag) and the problem, befor
 loaded and before anything is written to --output_dir.
 
 Each case runs the real script in-process (`runpy`, the same code path as `python script.py`,
-see tests/bad_input.py); the last one runs as a true subprocess to check what a user sees.
+see tests/bad_input.py).
+What a user sees from a bare `python` process is checked for every script by
+tests/test_badinput.py.
 """
 
 import pytest
 from bad_input import jsonl, refusal
-from conftest import REPO, run_script
+from conftest import REPO
 
 SCRIPT = REPO / "annotated_examples" / "ppo_training.py"
 RECIPE = REPO / "annotated_examples" / "recipes" / "ppo_tiny.yaml"
@@ -120,21 +122,4 @@ def test_ppo_refuses_to_resume_rather_than_restart_silently(tiny, tmp_path, monk
         *["--resume_from_checkpoint", checkpoint],
     )
     assert f"--resume_from_checkpoint {checkpoint}: PPO cannot resume a run" in message
-    assert not out.exists()
-
-
-@pytest.mark.badinput
-def test_ppo_bad_data_as_a_user_sees_it(tiny, tmp_path):
-    """A real process: exit code 1, exactly one line on stderr, no traceback, no output dir."""
-    data, out = tmp_path / "data.jsonl", tmp_path / "out"
-    data.write_text(jsonl([{"prompt": "What is 1 + 1?", "chosen": " 2", "rejected": " 3"}]))
-    result = run_script(
-        "ppo_training.py",
-        *["--config", RECIPE, "--model_name_or_path", tiny.policy, "--output_dir", out],
-        *["--reward_model_path", tiny.reward, "--dataset_name", data],
-    )
-    assert result.returncode == 1
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr[-2000:]
-    assert lines[0].startswith(f"error: {data}: line 1 has preference data")
     assert not out.exists()

@@ -1,13 +1,14 @@
 """Reward bad input: every malformed dataset is refused with one line, before anything is written.
 
 Each case runs the real script in-process (`runpy`, same code path as `python script.py`) and
-expects `SystemExit` carrying the one-line message; one case also runs as a true subprocess to
-check what a user sees: exit code 1, one line on stderr, no traceback.
+expects `SystemExit` carrying the one-line message.
+What a user sees from a bare `python` process is checked for every script by
+tests/test_badinput.py.
 """
 
 import pytest
 from bad_input import jsonl, refusal, write_case
-from conftest import REPO, run_script
+from conftest import REPO
 
 SCRIPT = REPO / "annotated_examples" / "reward_training.py"
 RECIPE = REPO / "annotated_examples" / "recipes" / "reward_tiny.yaml"
@@ -70,22 +71,4 @@ def test_reward_refuses_bad_dataset(tiny, tmp_path, monkeypatch, case):
     assert str(data) in message
     for word in words:
         assert word in message, message
-    assert not out.exists()
-
-
-@pytest.mark.badinput
-def test_reward_bad_input_as_a_user_sees_it(tiny, tmp_path):
-    """A real process: exit code 1, exactly one line on stderr, no traceback, no output dir."""
-    out = tmp_path / "out"
-    data = write_case(tmp_path, "prompts.jsonl", jsonl([{"prompt": "What is 1 + 1?", "answer": 2}]))
-    result = run_script(
-        "reward_training.py",
-        *["--config", RECIPE, "--model_name_or_path", tiny.policy],
-        *["--dataset_name", data, "--output_dir", out],
-    )
-    assert result.returncode == 1
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr[-2000:]
-    assert lines[0].startswith("error: ") and str(data) in lines[0]
-    assert "prompt_only data" in lines[0] and "reward cannot train on" in lines[0]
     assert not out.exists()

@@ -9,7 +9,6 @@ from online_pair_support import (
     bad_data_cases,
     refuses_bad_data,
     refuses_chat_without_template,
-    user_sees_one_line,
 )
 
 KEY = "xpo"
@@ -36,8 +35,3 @@ def test_xpo_refuses_chat_without_template(
 @pytest.mark.parametrize("case", REWARD, ids=REWARD)
 def test_xpo_refuses_bad_reward(tiny, tmp_path, monkeypatch, case):
     reward_bad_input.refuses_bad_input(KEY, tiny, tmp_path, monkeypatch, case)
-
-
-@pytest.mark.badinput
-def test_xpo_bad_data_as_a_user_sees_it(tiny, tmp_path):
-    user_sees_one_line(KEY, tiny, tmp_path)
