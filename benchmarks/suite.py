@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -49,8 +50,11 @@ _markers: dict[str, list[str]] = {}
 _outcomes: dict[str, str] = {}
 
 
-def _registered_markers(config) -> set[str]:
-    return {line.split(":", 1)[0] for line in config.getini("markers")}
+def _project_markers(config) -> set[str]:
+    """The markers pyproject.toml declares (not those plugins add, such as xdist_group)."""
+    with open(config.rootpath / "pyproject.toml", "rb") as project:
+        declared = tomllib.load(project)["tool"]["pytest"]["ini_options"]["markers"]
+    return {line.split(":", 1)[0] for line in declared}
 
 
 def pytest_runtest_logstart(nodeid, location):
@@ -58,8 +62,8 @@ def pytest_runtest_logstart(nodeid, location):
 
 
 def pytest_runtest_setup(item):
-    registered = _registered_markers(item.config)
-    _markers[item.nodeid] = sorted({m.name for m in item.iter_markers()} & registered)
+    declared = _project_markers(item.config)
+    _markers[item.nodeid] = sorted({m.name for m in item.iter_markers()} & declared)
 
 
 def pytest_runtest_logreport(report):
@@ -69,7 +73,10 @@ def pytest_runtest_logreport(report):
 
 def pytest_runtest_logfinish(nodeid, location):
     seconds = time.perf_counter() - _started.pop(nodeid)
-    record = {"test": nodeid, "markers": _markers.get(nodeid, []), "seconds": seconds}
+    if nodeid not in _markers:  # pytest-xdist's controller: the worker that ran it records it
+        return
+    test = nodeid.rsplit("@", 1)[0]  # without the xdist group that --dist loadgroup appends
+    record = {"test": test, "markers": _markers[nodeid], "seconds": seconds}
     record["outcome"] = _outcomes.get(nodeid, "unknown")
     with open(os.environ[RECORDS_ENV], "a") as records:
         records.write(json.dumps(record) + "\n")

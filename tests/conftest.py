@@ -27,7 +27,15 @@ SHARED_MODULES = [
 ]
 pytest.register_assert_rewrite(*SHARED_MODULES)
 
+import torch  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
+
+# One torch thread for the tests' own training. The tiny models gain nothing from a second one,
+# and the second core is busy: with another pytest-xdist worker, or with the scripts the tests
+# run in processes of their own. Two threads each then oversubscribe the two cores, and sampling
+# loops of small matrices slow down several times over (a GRPO learning run: 10-20 s quiet, up
+# to 4.5 min beside other jobs).
+torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -121,6 +129,18 @@ def pytest_addoption(parser):
 @pytest.fixture(scope="session")
 def seed_offset(request) -> int:
     return request.config.getoption("--seed-offset")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """How pytest-xdist (`-n 2 --dist loadgroup`, pyproject.toml) shares the tests between its
+    two workers: a file's tests stay together, so that its module fixtures (a training run that
+    several tests read) run once; the files that read the built site share one worker, so that
+    the site is built once."""
+    site_files = {item.path for item in items if "built_site" in item.fixturenames}
+    for item in items:
+        group = "site" if item.path in site_files else item.path.stem
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 def pytest_collection_finish(session):
