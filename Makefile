@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 # pin from PyPI is the CUDA build. Installed first so nothing else can pull a different torch.
 TORCH ?= torch==2.13.0
 # trl 1.12.0, the last release with PPO, BCO, Nash-MD, XPO and PRM: the reference our ports are
-# checked against (tests/parity.py). Pure Python, installed beside the environment, not into it.
+# checked against (tests/support/parity.py). Pure Python, installed beside the environment, not into it.
 ORACLE := .oracle/trl-1.12
 
 .PHONY: serve test setup browser lint status lab bench

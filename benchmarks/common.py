@@ -25,18 +25,11 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from annotated_trl import OFFLINE_ENV  # noqa: F401  (re-exported to the benchmarks)
+
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
 PROTOCOL = "@@bench "  # prefix of the workers' reply lines; everything else on stdout is noise
-
-# Nothing may come from the Hub; the same settings the tests use (tests/conftest.py).
-OFFLINE_ENV = {
-    "HF_HUB_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "TRL_EXPERIMENTAL_SILENCE": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-}
 
 
 class TrainTimer:

@@ -3,7 +3,7 @@
 Runs `.venv/bin/pytest` from the repository root, as `make test` does, with this file loaded as
 a pytest plugin (`-p suite`) that times every test's setup, call and teardown and notes its
 markers. A test with two markers counts under both; a test with none counts as "(no marker)".
-The smoke tests start their subprocess runs ahead in background threads (tests/smoke_support.py),
+The smoke tests start their subprocess runs ahead in background threads (tests/support/smoke.py),
 so a smoke test's time is its own in-process work plus any wait for its subprocess, and the
 marker times add up to the wall time only roughly.
 
@@ -149,7 +149,11 @@ def measure(selection: list[str], reps: int) -> dict:
             f"exit {run['exit_code']}: {run['summary']}"
         )
         if run["exit_code"] != 0:
-            sys.exit(f"the test run failed (exit {run['exit_code']}): {run['summary']}")
+            failed = [test["test"] for test in run["tests"] if test["outcome"] == "failed"]
+            sys.exit(
+                f"the test run failed (exit {run['exit_code']}): {run['summary']}\n"
+                + "\n".join(f"failed: {test}" for test in failed)
+            )
         runs.append(run)
     median_run = sorted(runs, key=lambda run: run["wall_s"])[len(runs) // 2]
     slowest = sorted(median_run["tests"], key=lambda test: -test["seconds"])[:10]

@@ -3,8 +3,6 @@
 import gc
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,17 +15,12 @@ import pytest
 # It is switched back on, with that heap frozen, in pytest_collection_finish below.
 gc.disable()
 
-# The shared test modules (tests/*.py that are not test files) assert too: have pytest rewrite
-# their asserts as it does the test files', so a failure shows the values compared. This must run
-# before anything imports them.
-SHARED_MODULES = [
-    path.stem
-    for path in Path(__file__).parent.glob("*.py")
-    if not path.stem.startswith(("test_", "conftest"))
-]
-pytest.register_assert_rewrite(*SHARED_MODULES)
+# The test helpers (tests/support/) assert too: have pytest rewrite their asserts as it does the
+# test files', so a failure shows the values compared. This must run before anything imports them.
+pytest.register_assert_rewrite("support")
 
 import torch  # noqa: E402
+from support.processes import OFFLINE_ENV  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
 
 # One torch thread for the tests' own training. The tiny models gain nothing from a second one,
@@ -37,26 +30,8 @@ from transformers import AutoTokenizer  # noqa: E402
 # to 4.5 min beside other jobs).
 torch.set_num_threads(1)
 
-REPO = Path(__file__).resolve().parent.parent
-
 # Nothing may come from the Hub at test time; the scripts must behave the same in-process.
-OFFLINE_ENV = {
-    "HF_HUB_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "TRL_EXPERIMENTAL_SILENCE": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-}
 os.environ.update(OFFLINE_ENV)
-
-# Two DDP processes on CPU, as the site's distributed page launches them: `--multi_gpu` with
-# ACCELERATE_USE_CPU=true (`--cpu` would silently start one process), one torch thread each.
-TWO_CPU_PROCESSES = [
-    *[sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu"],
-    *["--num_processes", "2", "--num_machines", "1"],
-    *["--mixed_precision", "no", "--dynamo_backend", "no"],
-]
-CPU_LAUNCH_ENV = {"ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture(scope="session")
@@ -100,20 +75,8 @@ def foreign_teachers(tiny, tmp_path_factory) -> dict[str, Path]:
     return teachers
 
 
-def run_script(script: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run an example script as a user does: a fresh Python process, from the repo root."""
-    return subprocess.run(
-        [sys.executable, str(REPO / "annotated_examples" / script), *map(str, args)],
-        cwd=REPO,
-        env={**os.environ, **OFFLINE_ENV},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-from docs_support import built_site  # noqa: E402,F401  (docs and browser tests)
-from measured import measured  # noqa: E402,F401  (tests that assert on a measured number)
+from support.docs import built_site  # noqa: E402,F401  (docs and browser tests)
+from support.measured import measured  # noqa: E402,F401  (tests that assert on a measured number)
 
 
 def pytest_addoption(parser):

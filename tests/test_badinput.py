@@ -13,7 +13,7 @@ The runs start together when the first test asks for its own, two at a time: eac
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import REPO, run_script
+from support.processes import REPO, run_script
 
 from annotated_trl.methods import METHODS
 

@@ -3,9 +3,9 @@ that of wrong answers.
 
 Like DPO and KTO, BCO needs a policy that already writes answers: the random tiny policy cannot
 tell a right sum from a wrong one. So it starts from the shared SFT warm start
-(tests/warm_start.py: the tiny policy after 800 SFT steps on conversations, which also serves as
-the reference model) and trains on the conversational preference pairs, which the trainer unpairs
-into one desirable and one undesirable row per pair. The rows are read in random order
+(tests/support/warm_start.py: the tiny policy after 800 SFT steps on conversations, which also
+serves as the reference model) and trains on the conversational preference pairs, which the trainer
+unpairs into one desirable and one undesirable row per pair. The rows are read in random order
 (`train_sampling_strategy="random"`): unpaired in order, the first half of the file would hold
 desirable rows only. The held-out set is the 64 test pairs, unpaired the same way, so the margin
 compares right and wrong answers to the same prompts.
@@ -33,8 +33,8 @@ rewards. It sat above the wrong answers' mean by 0.000-0.112 and around the righ
 
 import datasets
 import pytest
+from support.warm_start import sft_warm_policy  # noqa: F401
 from transformers import AutoTokenizer
-from warm_start import sft_warm_policy  # noqa: F401
 
 from annotated_trl.trainers.bco import BCOConfig, BCOTrainer
 

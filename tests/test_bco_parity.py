@@ -28,7 +28,7 @@ a UDM weight on desirable rows) moves these numbers by 1e-4 or more.
 """
 
 import pytest
-from parity import assert_same_logs, run_scenario
+from support.parity import assert_same_logs, run_scenario
 
 CASES = {
     "bco-plain": [],
@@ -75,8 +75,8 @@ def test_bco_config_has_trl_1_12_fields_and_defaults():
     import subprocess
     import sys
 
-    from conftest import OFFLINE_ENV
-    from parity import oracle_trl
+    from support.parity import oracle_trl
+    from support.processes import OFFLINE_ENV
 
     from annotated_trl.trainers.bco import BCOConfig
 

@@ -1,6 +1,6 @@
 """BCO smoke test: the example script, run as a user runs it, trains and saves a usable model.
 
-One run as a subprocess (started ahead, tests/smoke_support.py), with the tiny recipe and UDM on
+One run as a subprocess (started ahead, tests/support/smoke.py), with the tiny recipe and UDM on
 (the tiny policy's own hidden states embed the prompts), so the whole path runs: dataset check,
 our trainer, the density-ratio classifier, δ, evaluation, save. The labels alternate in the file,
 so every batch of 16 has both kinds.
@@ -9,7 +9,7 @@ so every batch of 16 has both kinds.
 import math
 
 import pytest
-from smoke_support import (
+from support.smoke import (
     assert_saved_model_works,
     cli_runs,  # noqa: F401  (a fixture: the session's subprocess runs)
     train_and_eval_rows,

@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import OFFLINE_ENV, REPO
+from support.processes import OFFLINE_ENV, REPO
 
 from annotated_trl.methods import METHODS
 

@@ -7,7 +7,7 @@ import sys
 from types import SimpleNamespace
 
 import pytest
-from conftest import OFFLINE_ENV
+from support.processes import OFFLINE_ENV
 from test_data import PLAIN_ROWS, TABLE, _lines
 
 from annotated_trl.cli import main

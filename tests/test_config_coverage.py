@@ -25,7 +25,7 @@ import dataclasses
 import re
 
 import pytest
-from docs_support import REPO
+from support.docs import REPO
 from transformers import TrainingArguments
 
 pytestmark = pytest.mark.docs

@@ -1,8 +1,8 @@
 """CPO bad input: every malformed dataset is refused with one line, before anything is written.
-The cases are shared with ORPO: see `tests/pair_bad_input.py`."""
+The cases are shared with ORPO: see `tests/support/pair_bad_input.py`."""
 
-import pair_bad_input as shared
 import pytest
+from support import pair_bad_input as shared
 
 KEY = "cpo"
 CASES = list(shared.cases(KEY))

@@ -2,7 +2,7 @@
 the rejected (wrong) one, while the NLL term (cpo_alpha 1) teaches the task itself.
 
 One CPOTrainer run with the default loss (sigmoid, beta 0.1, cpo_alpha 1.0) and the settings shared
-with ORPO in `tests/pair_learning.py`. Measured with benchmarks/cross_cpu.py
+with ORPO in `tests/support/pair_learning.py`. Measured with benchmarks/cross_cpu.py
 (benchmarks/results/cross_cpu.md) on an AMD EPYC: the five CPU settings (AVX2 and no-SIMD kernels, 1
 and 2 threads, MKL_CBWR=COMPATIBLE) agree to 6 digits; the seed (data order; offsets 0 / 1 / 2)
 moves the run:
@@ -14,8 +14,8 @@ moves the run:
 -0.014 -> 0.396; not run here, to keep the CPU budget.)
 """
 
-import pair_learning as shared
 import pytest
+from support import pair_learning as shared
 from trl.experimental.cpo import CPOConfig, CPOTrainer
 
 

@@ -2,7 +2,7 @@
 
 Two cases: the default sigmoid loss on standard preference rows (full fine-tuning), run as a
 subprocess, and SimPO (`loss_type=simpo`, `cpo_alpha=0`) with LoRA on implicit preference
-rows, where TRL extracts the shared prompt, run in-process (tests/smoke_support.py). Flags
+rows, where TRL extracts the shared prompt, run in-process (tests/support/smoke.py). Flags
 override the tiny recipe. The other loss
 types differ only inside `cpo_loss`, checked in tests/test_cpo_math.py.
 """
@@ -10,7 +10,7 @@ types differ only inside `cpo_loss`, checked in tests/test_cpo_math.py.
 import math
 
 import pytest
-from smoke_support import (
+from support.smoke import (
     assert_saved_model_works,
     cli_runs,  # noqa: F401  (a fixture: the session's subprocess runs)
     train_and_eval_rows,

@@ -1,10 +1,10 @@
 """Distillation bad input: every malformed dataset is refused with one line, nothing written.
 The dataset cases are Distillation's own (it trains on prompts); how they run, the chat-template
-check and the teacher cases are shared with GKD: see `tests/teacher_bad_input.py`."""
+check and the teacher cases are shared with GKD: see `tests/support/teacher_bad_input.py`."""
 
 import pytest
-import teacher_bad_input as shared
-from bad_input import jsonl
+from support import teacher_bad_input as shared
+from support.bad_input import jsonl
 
 KEY = "distillation"
 

@@ -1,6 +1,6 @@
 """Distillation smoke test: the example script, run as a user runs it, trains and saves the student.
 
-One run, as a subprocess (tests/smoke_support.py). Every step generates completions with the student
+One run, as a subprocess (tests/support/smoke.py). Every step generates completions with the student
 (transformers `generate`; vLLM is not available on CPU) and logs the trainer's own metrics: the
 divergence `loss`, the student's `entropy`, completion lengths and the clipped ratio. On the
 fixture the losses are small (about 1e-2 between two random near-uniform models), so we assert
@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 from safetensors.torch import load_file
-from smoke_support import (
+from support.smoke import (
     cli_runs,  # noqa: F401  (a fixture: the session's subprocess runs)
     log_history,
     trained,

@@ -22,10 +22,10 @@ import pytest
 import torch
 from accelerate.commands.config.config_args import ClusterConfig, load_config_from_file
 from accelerate.utils import DistributedType
-from conftest import CPU_LAUNCH_ENV, OFFLINE_ENV, REPO, TWO_CPU_PROCESSES
-from parity import assert_same_logs, rank_log, run_scenario
-from script_runs import LORA, PORTS, RUNS, STEPS, script_args
 from support import warm
+from support.parity import assert_same_logs, rank_log, run_scenario
+from support.processes import CPU_LAUNCH_ENV, OFFLINE_ENV, REPO, TWO_CPU_PROCESSES
+from support.script_runs import LORA, PORTS, RUNS, STEPS, script_args
 from support.warm import shared
 
 pytestmark = pytest.mark.distributed

@@ -19,8 +19,8 @@ from urllib.parse import unquote, urljoin, urlsplit
 import griffe
 import pytest
 import trl_source
-from docs_support import REPO, content_files, docs_pages, html_path, page_uri, site_pages
 from script_pages import split_script
+from support.docs import REPO, content_files, docs_pages, html_path, page_uri, site_pages
 from test_site_pages import METHODS as STATUS_METHODS
 from trl_source import SourceError, find_directives, import_object, resolve
 

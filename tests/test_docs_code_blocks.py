@@ -18,9 +18,9 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import OFFLINE_ENV
-from docs_support import REPO, content_files, docs_pages, html_path, page_uri
 from script_pages import split_script
+from support.docs import REPO, content_files, docs_pages, html_path, page_uri
+from support.processes import OFFLINE_ENV
 from support.warm import shared
 
 pytestmark = pytest.mark.docs

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 import yaml
-from conftest import OFFLINE_ENV, REPO
+from support.processes import OFFLINE_ENV, REPO
 from transformers import AutoTokenizer
 
 from annotated_trl import cli

@@ -1,7 +1,7 @@
 """DPO smoke tests: the example script, run as a user runs it, trains and saves a usable model.
 
 Three cases (full fine-tuning on standard and conversational pairs, and LoRA); the standard one
-runs as a subprocess, the others in-process (tests/smoke_support.py). Plus an in-process check
+runs as a subprocess, the others in-process (tests/support/smoke.py). Plus an in-process check
 of what LoRA means for the reference model: the trainer keeps no second model, and its reference
 log-probs are those of the base model with the adapter disabled.
 """
@@ -12,7 +12,7 @@ import pytest
 import torch
 from datasets import load_dataset
 from peft import LoraConfig
-from smoke_support import (
+from support.smoke import (
     assert_saved_model_works,
     cli_runs,  # noqa: F401  (a fixture: the session's subprocess runs)
     train_and_eval_rows,

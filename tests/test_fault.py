@@ -1,8 +1,8 @@
 """Kill-and-resume, for every method whose run can resume: a run SIGKILLed after a checkpoint
 and resumed with `--resume_from_checkpoint` logs the same metrics at every step and ends with the
-same weights as an uninterrupted run, exactly (CPU, fixed seed). The harness is tests/fault.py;
-the counters a resume restarts come from the method table. PPO cannot resume (its script
-refuses, as trl 1.12's trainer cannot).
+same weights as an uninterrupted run, exactly (CPU, fixed seed). The harness is
+tests/support/fault.py; the counters a resume restarts come from the method table. PPO cannot
+resume (its script refuses, as trl 1.12's trainer cannot).
 
 BCO keeps state of its own beside the weights: the running mean δ of its rewards
 (`running.json`) and, with UDM on, the fitted density-ratio classifier (`clf.pkl`). It runs with
@@ -15,8 +15,8 @@ import os
 import shutil
 
 import pytest
-from conftest import OFFLINE_ENV
-from fault import assert_identical, command, kill_and_resume
+from support.fault import assert_identical, command, kill_and_resume
+from support.processes import OFFLINE_ENV
 from support.warm import shared
 
 from annotated_trl.methods import METHODS

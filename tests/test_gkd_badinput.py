@@ -1,10 +1,11 @@
 """GKD bad input: every malformed dataset is refused with one line, before anything is written.
 The dataset cases are GKD's own (it trains on conversations); how they run, the chat-template
-check and the teacher cases are shared with Distillation: see `tests/teacher_bad_input.py`."""
+check and the teacher cases are shared with Distillation: see
+`tests/support/teacher_bad_input.py`."""
 
 import pytest
-import teacher_bad_input as shared
-from bad_input import jsonl
+from support import teacher_bad_input as shared
+from support.bad_input import jsonl
 
 KEY = "gkd"
 # The fixture folder of conversations GKD trains on.

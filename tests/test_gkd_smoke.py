@@ -1,6 +1,6 @@
 """GKD smoke test: the example script, run as a user runs it, trains the student and saves it.
 
-One run, as a subprocess (tests/smoke_support.py). `lmbda 0.5` with `seq_kd true` lets the
+One run, as a subprocess (tests/support/smoke.py). `lmbda 0.5` with `seq_kd true` lets the
 random draw of each step pick among all three sources of answers: the student's samples, the
 teacher's samples and the dataset's. GKD logs no metric of its own; `loss` and `eval_loss` are
 the generalised JSD, which is non-negative and, between two random near-uniform models, small
@@ -13,7 +13,7 @@ import math
 import pytest
 import torch
 from safetensors.torch import load_file
-from smoke_support import (
+from support.smoke import (
     cli_runs,  # noqa: F401  (a fixture: the session's subprocess runs)
     log_history,
     trained,

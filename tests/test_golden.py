@@ -15,7 +15,7 @@ import importlib.util
 import json
 
 import pytest
-from conftest import REPO
+from support.processes import REPO
 
 from annotated_trl.methods import METHODS
 

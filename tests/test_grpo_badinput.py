@@ -1,8 +1,8 @@
 """GRPO bad input: a malformed dataset or an unusable reward is refused with one line, before
-anything is written. The cases are shared with RLOO: see `tests/reward_bad_input.py`."""
+anything is written. The cases are shared with RLOO: see `tests/support/reward_bad_input.py`."""
 
 import pytest
-import reward_bad_input as shared
+from support import reward_bad_input as shared
 
 KEY = "grpo"
 

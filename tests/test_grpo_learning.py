@@ -2,9 +2,9 @@
 rises, and greedy decoding does not lose the problems it solved.
 
 The tiny random policy never solves a problem (every group's rewards are 0: no signal), so GRPO
-starts from the shared SFT warm start (tests/warm_start.py: ~40% of problems solved). Settings:
-the `arithmetic_reward` the script uses by default, 16 completions per prompt, 8 prompts (128
-completions) per step, temperature 1.0, at most 10 completion tokens, lr 3e-4 constant, 200
+starts from the shared SFT warm start (tests/support/warm_start.py: ~40% of problems solved).
+Settings: the `arithmetic_reward` the script uses by default, 16 completions per prompt, 8 prompts
+(128 completions) per step, temperature 1.0, at most 10 completion tokens, lr 3e-4 constant, 200
 steps, the GRPOConfig defaults otherwise (DAPO loss, group std scaling, beta 0).
 
 Measured with benchmarks/cross_cpu.py (benchmarks/results/cross_cpu.md) on an AMD EPYC, under
@@ -29,8 +29,8 @@ OMP_NUM_THREADS=1 helps a lot on a busy machine).
 """
 
 import pytest
+from support.warm_start import sft_warm_policy, train_from_warm_start  # noqa: F401
 from trl import GRPOConfig, GRPOTrainer
-from warm_start import sft_warm_policy, train_from_warm_start  # noqa: F401
 
 STEPS = 200
 WINDOW = 50  # steps averaged at each end of the run

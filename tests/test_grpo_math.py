@@ -404,7 +404,7 @@ def token_weights(trainer, loss_type, lengths, advantages, log_ratio, epsilon_hi
 
 def page_table(heading: str) -> list[list[str]]:
     """The cells of the first table under `heading` in reference_guides/grpo.md."""
-    from conftest import REPO
+    from support.processes import REPO
 
     text = (REPO / "reference_guides" / "grpo.md").read_text().split(heading, 1)[1]
     rows = [line for line in text.splitlines() if line.startswith("|")]

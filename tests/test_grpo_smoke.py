@@ -1,17 +1,18 @@
 """GRPO smoke tests: the example script, run as a user runs it, trains and saves a usable model.
 
-Both variants add the tiny reward model to the arithmetic reward (tests/group_smoke.py says why).
+Both variants add the tiny reward model to the arithmetic reward (tests/support/group_smoke.py says
+why).
 """
 
-import group_smoke
 import pytest
-from smoke_support import (
+from support import group_smoke
+from support.smoke import (
     assert_saved_model_works,
     cli_runs,  # noqa: F401  (a fixture: the session's subprocess runs)
     trained,
 )
 
-# CLI_CASE runs as a subprocess, the other variant in-process (tests/smoke_support.py).
+# CLI_CASE runs as a subprocess, the other variant in-process (tests/support/smoke.py).
 # Flags override the tiny recipe.
 CASES = {
     # Plain-text prompts, LoRA adapters, GSPO-style sequence-level ratio, no std scaling.

@@ -16,7 +16,7 @@ import sys
 import huggingface_hub
 import pytest
 import torch
-from conftest import REPO, run_script
+from support.processes import REPO, run_script
 
 import annotated_trl.invocation
 from annotated_trl.invocation import CHOICES, MODEL_FLAGS, check_model_path, closest, parse_or_exit

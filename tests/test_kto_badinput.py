@@ -12,8 +12,8 @@ tests/test_badinput.py.
 """
 
 import pytest
-from bad_input import jsonl, refusal
-from conftest import REPO
+from support.bad_input import jsonl, refusal
+from support.processes import REPO
 
 SCRIPT = REPO / "annotated_examples" / "kto_training.py"
 RECIPE = REPO / "annotated_examples" / "recipes" / "kto_tiny.yaml"

@@ -1,7 +1,7 @@
 """KTO smoke tests: the example script, run as a user runs it, trains and saves a usable model.
 
 Two cases: thumbs-up/down rows (the format KTO is made for, run as a subprocess), and paired
-preference rows, which `KTOTrainer` unpairs itself (run in-process, tests/smoke_support.py).
+preference rows, which `KTOTrainer` unpairs itself (run in-process, tests/support/smoke.py).
 Every pair becomes one desirable and one undesirable row, so 256 pairs give 512 rows (the epoch
 counter shows it), and, because the split is one batched `map`, all 256 desirable rows come
 first: read in order, steps 1-16 see only desirable rows and steps 17-20 only undesirable ones.
@@ -11,7 +11,7 @@ The logs show exactly that.
 import math
 
 import pytest
-from smoke_support import (
+from support.smoke import (
     assert_saved_model_works,
     cli_runs,  # noqa: F401  (a fixture: the session's subprocess runs)
     log_history,

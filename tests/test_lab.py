@@ -8,7 +8,7 @@ import sys
 import xml.etree.ElementTree as ET
 
 import pytest
-from conftest import OFFLINE_ENV, REPO
+from support.processes import OFFLINE_ENV, REPO
 
 from annotated_trl.lab.experiments import ALL, BROKEN, BY_METHOD
 from annotated_trl.lab.figures import write_all

@@ -12,7 +12,7 @@ table and needs no edit.
 import re
 
 import pytest
-from conftest import REPO
+from support.processes import REPO
 
 from annotated_trl.lab.experiments import ALL as LAB
 from annotated_trl.methods import METHODS

@@ -1,11 +1,12 @@
 """Nash-MD bad input: malformed prompt data or an unusable reward is refused with one line naming
 the file and the problem, before anything is written (cases shared with XPO in
-tests/online_pair_support.py; reward-name cases shared with GRPO in tests/reward_bad_input.py).
+tests/support/online_pair.py; reward-name cases shared with GRPO in
+tests/support/reward_bad_input.py).
 """
 
 import pytest
-import reward_bad_input
-from online_pair_support import (
+from support import reward_bad_input
+from support.online_pair import (
     bad_data_cases,
     refuses_bad_data,
     refuses_chat_without_template,

@@ -2,7 +2,7 @@
 
 Nash-MD plays the policy's samples against samples of a mixture of policy and reference. It
 learns the task of tests/test_online_dpo_learning.py with the same set-up (`learn_digit_share`
-in tests/online_pair_support.py): the random tiny policy, the digit-share reward, 16
+in tests/support/online_pair.py): the random tiny policy, the digit-share reward, 16
 plain-text prompts per step, 8 new tokens, beta 0.1, mixture_coef 0.5, lr 1e-3 constant, 80
 steps. The reward is weighted by 10 (`reward_weights`): Nash-MD turns score gaps into
 P = sigmoid(gap), and digit shares differ by about 0.1, which would keep P near 0.5.
@@ -23,14 +23,14 @@ Thresholds, at least 3 standard deviations (over the four seeds) below the mean:
 1.5 (mean 2.35, sd 0.27), score rise 0.15 (mean 0.235, sd 0.025; the score is the weighted
 reward, so 10 x the digit share).
 
-Why not the arithmetic task: from the SFT warm start of tests/warm_start.py (greedy solve rate
-0.488), 30 or 60 steps of 32 or 64 prompts with a graded arithmetic reward x4 moved the greedy
+Why not the arithmetic task: from the SFT warm start of tests/support/warm_start.py (greedy solve
+rate 0.488), 30 or 60 steps of 32 or 64 prompts with a graded arithmetic reward x4 moved the greedy
 solve rate on the training prompts by +0.035 to +0.117 over eleven runs (mean 0.071, sd 0.024),
 and the logged score of the first and last 10 steps by -0.16 to +0.18.
 """
 
 import pytest
-from online_pair_support import DIGIT_STEPS, learn_digit_share
+from support.online_pair import DIGIT_STEPS, learn_digit_share
 
 from annotated_trl.trainers.nash_md import NashMDConfig, NashMDTrainer
 

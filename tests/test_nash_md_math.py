@@ -7,7 +7,7 @@ the loss, the sampler's mixture and the scores are called on hand-made tensors.
 
 import pytest
 import torch
-from online_pair_support import build_trainer, check_eos_penalty_on_completion_only
+from support.online_pair import build_trainer, check_eos_penalty_on_completion_only
 
 from annotated_trl.trainers.nash_md import GeometricMixture, NashMDConfig, NashMDTrainer
 from annotated_trl.trainers.online_pair import value_for_epoch

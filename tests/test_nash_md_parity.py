@@ -20,8 +20,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import OFFLINE_ENV
-from parity import SCENARIOS, assert_same_logs, oracle_trl, run_scenario
+from support.parity import SCENARIOS, assert_same_logs, oracle_trl, run_scenario
+from support.processes import OFFLINE_ENV
 
 METRICS = (
     "loss/kl", "loss/score", "objective/entropy", "rewards/probabilities", "rewards/accuracies",

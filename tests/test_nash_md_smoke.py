@@ -9,8 +9,8 @@ completions lose 1.0.
 """
 
 import pytest
-from online_pair_support import assert_finite_logs
-from smoke_support import (
+from support.online_pair import assert_finite_logs
+from support.smoke import (
     assert_saved_model_works,
     cli_runs,  # noqa: F401  (a fixture: the session's subprocess runs)
     log_history,
@@ -20,7 +20,7 @@ from smoke_support import (
 RECIPE = "annotated_examples/recipes/nash_md_tiny.yaml"
 BETA = 0.1
 
-# CLI_CASE runs as a subprocess, the other in-process (tests/smoke_support.py).
+# CLI_CASE runs as a subprocess, the other in-process (tests/support/smoke.py).
 CASES = {
     # Chat prompts, full fine-tuning (a frozen copy is the reference), reward model + the
     # arithmetic reward, EOS penalty.

@@ -11,8 +11,8 @@ import runpy
 import sys
 
 import pytest
-from bad_input import jsonl, refusal
-from conftest import REPO
+from support.bad_input import jsonl, refusal
+from support.processes import REPO
 
 KEY = "online_dpo"
 SCRIPT = REPO / "annotated_examples" / f"{KEY}_training.py"

@@ -4,7 +4,7 @@ The random tiny policy never solves the arithmetic task, so the arithmetic rewar
 on every pair. The test uses a dense reward the policy can improve on at once: the share of
 digit characters in a completion (`digit_share`). Online DPO sees only which of its two samples
 has more digits. Set-up, shared with XPO and Nash-MD (`learn_digit_share` in
-tests/online_pair_support.py): plain-text prompts, 16 per step, 8 new tokens, beta 0.1, sigmoid
+tests/support/online_pair.py): plain-text prompts, 16 per step, 8 new tokens, beta 0.1, sigmoid
 loss, lr 1e-3 constant, 80 steps. Held-out score: the mean digit share of 16 samples per test
 prompt (1,024 completions) from a fixed generation seed, before and after training.
 
@@ -28,7 +28,7 @@ close to no change to assert on.
 """
 
 import pytest
-from online_pair_support import DIGIT_STEPS, learn_digit_share
+from support.online_pair import DIGIT_STEPS, learn_digit_share
 from trl.experimental.online_dpo import OnlineDPOConfig, OnlineDPOTrainer
 
 WINDOW = 10  # steps averaged at each end of the run

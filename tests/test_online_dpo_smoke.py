@@ -11,7 +11,7 @@ takes about 15 s, mostly imports.
 import math
 
 import pytest
-from smoke_support import (
+from support.smoke import (
     assert_saved_model_works,
     cli_runs,  # noqa: F401  (a fixture: the session's subprocess runs)
     log_history,
@@ -21,7 +21,7 @@ from smoke_support import (
 RECIPE = "annotated_examples/recipes/online_dpo_tiny.yaml"
 BETA = 0.1
 
-# CLI_CASE runs as a subprocess, the other variant in-process (tests/smoke_support.py).
+# CLI_CASE runs as a subprocess, the other variant in-process (tests/support/smoke.py).
 # Flags override the tiny recipe.
 CASES = {
     # Plain-text prompts, LoRA (the reference is the adapter-disabled model), IPO loss, and an

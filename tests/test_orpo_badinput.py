@@ -1,8 +1,8 @@
 """ORPO bad input: every malformed dataset is refused with one line, before anything is written.
-The cases are shared with CPO: see `tests/pair_bad_input.py`."""
+The cases are shared with CPO: see `tests/support/pair_bad_input.py`."""
 
-import pair_bad_input as shared
 import pytest
+from support import pair_bad_input as shared
 
 KEY = "orpo"
 CASES = list(shared.cases(KEY))

@@ -1,9 +1,10 @@
 """ORPO learns the toy task's preferences: on held-out pairs, the chosen (right) answer gains on
 the rejected (wrong) one, while the NLL term teaches the task itself.
 
-One ORPOTrainer run (beta 0.1) with the settings shared with CPO in `tests/pair_learning.py`.
-Measured with benchmarks/cross_cpu.py (benchmarks/results/cross_cpu.md) on an AMD EPYC: the five CPU
-settings (AVX2 and no-SIMD kernels, 1 and 2 threads, MKL_CBWR=COMPATIBLE) agree to 5 digits; the
+One ORPOTrainer run (beta 0.1) with the settings shared with CPO in
+`tests/support/pair_learning.py`. Measured with benchmarks/cross_cpu.py
+(benchmarks/results/cross_cpu.md) on an AMD EPYC: the five CPU settings (AVX2 and no-SIMD kernels,
+1 and 2 threads, MKL_CBWR=COMPATIBLE) agree to 5 digits; the
 seed (data order; offsets 0 / 1 / 2; the initial model is the same) moves the run:
 - rewards/accuracies 0.406 -> 0.656 / 0.609 / 0.609 (thresholds: 0.5, mean 0.625, sd 0.027,
   4.6 sd below; gain 0.06, 5.9 sd);
@@ -12,8 +13,8 @@ seed (data order; offsets 0 / 1 / 2; the initial model is the same) moves the ru
 - nll_loss 5.98 -> 1.45 / 1.46 / 1.46 (threshold 2.5).
 """
 
-import pair_learning as shared
 import pytest
+from support import pair_learning as shared
 from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
 

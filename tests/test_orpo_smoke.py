@@ -2,13 +2,13 @@
 
 Two cases: standard preference rows with full fine-tuning, run as a subprocess, and
 conversational preference rows (rendered by the chat template) with LoRA, run in-process
-(tests/smoke_support.py). Flags override the tiny recipe.
+(tests/support/smoke.py). Flags override the tiny recipe.
 """
 
 import math
 
 import pytest
-from smoke_support import (
+from support.smoke import (
     assert_saved_model_works,
     cli_runs,  # noqa: F401  (a fixture: the session's subprocess runs)
     train_and_eval_rows,

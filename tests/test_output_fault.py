@@ -18,8 +18,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from bad_input import refusal
-from conftest import OFFLINE_ENV, REPO
+from support.bad_input import refusal
+from support.processes import OFFLINE_ENV, REPO
 
 from annotated_trl.output import REASONS, OutputDirError, check_output_dir
 

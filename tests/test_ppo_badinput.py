@@ -3,14 +3,14 @@ resume is refused with one line naming the file (or flag) and the problem, befor
 loaded and before anything is written to --output_dir.
 
 Each case runs the real script in-process (`runpy`, the same code path as `python script.py`,
-see tests/bad_input.py).
+see tests/support/bad_input.py).
 What a user sees from a bare `python` process is checked for every script by
 tests/test_badinput.py.
 """
 
 import pytest
-from bad_input import jsonl, refusal
-from conftest import REPO
+from support.bad_input import jsonl, refusal
+from support.processes import REPO
 
 SCRIPT = REPO / "annotated_examples" / "ppo_training.py"
 RECIPE = REPO / "annotated_examples" / "recipes" / "ppo_tiny.yaml"

@@ -2,8 +2,8 @@
 training problems, and greedy decoding does not collapse.
 
 The tiny random policy never solves a problem, so PPO starts from the shared SFT warm start
-(tests/warm_start.py, ~45% of problems solved). The reward is the toy task's rule, passed to our
-`PPOTrainer` as a Python function on the decoded prompt and response (our one addition to
+(tests/support/warm_start.py, ~45% of problems solved). The reward is the toy task's rule, passed
+to our `PPOTrainer` as a Python function on the decoded prompt and response (our one addition to
 trl 1.12's interface): 1.0 when the response's last integer is the answer, else 0.0. The value
 model starts from the warm-start policy's weights with a fresh one-output head.
 
@@ -42,13 +42,13 @@ import re
 
 import datasets
 import pytest
+from support.warm_start import sft_warm_policy, solved_fraction  # noqa: F401
 from transformers import (
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     set_seed,
 )
-from warm_start import sft_warm_policy, solved_fraction  # noqa: F401
 
 from annotated_trl.toy_task import OPERATORS, arithmetic_reward
 from annotated_trl.trainers.ppo import PPOConfig, PPOTrainer

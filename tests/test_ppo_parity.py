@@ -2,8 +2,8 @@
 `trl.experimental.ppo.PPOTrainer` logs, every metric at every step.
 
 Each case runs tests/parity_scenarios/ppo.py twice, as fresh processes that differ only in the
-import (see tests/parity.py): tiny policy, its copy as reference, `tiny/reward` as reward and
-value model, 3 PPO updates of 8 prompts, 2 PPO epochs, seed 42. The cases cover both KL
+import (see tests/support/parity.py): tiny policy, its copy as reference, `tiny/reward` as reward
+and value model, 3 PPO updates of 8 prompts, 2 PPO epochs, seed 42. The cases cover both KL
 estimators, reward whitening, truncation at EOS (a policy nudged to emit EOS often, so the
 masks, the missing-EOS penalty and the score position all vary between rows) and responses with
 no stop token (the score on the window's last token).
@@ -16,7 +16,7 @@ differently. The one key not compared is `eps` (episodes per second), a wall-clo
 """
 
 import pytest
-from parity import assert_same_logs, run_scenario
+from support.parity import assert_same_logs, run_scenario
 
 CASES = {
     "ppo-k1-eos": ["--kl_estimator", "k1", "--eager_eos"],
@@ -53,8 +53,8 @@ def test_ppo_config_has_trl_1_12_fields_and_defaults(tmp_path):
     import sys
     import textwrap
 
-    from conftest import OFFLINE_ENV
-    from parity import oracle_trl
+    from support.parity import oracle_trl
+    from support.processes import OFFLINE_ENV
 
     from annotated_trl.trainers.ppo import PPOConfig
 

@@ -1,12 +1,12 @@
 """PPO smoke test: the example script, run as a user runs it (one subprocess, the tiny recipe on
-conversational prompts, started ahead by tests/smoke_support.py), trains, logs finite metrics at
+conversational prompts, started ahead by tests/support/smoke.py), trains, logs finite metrics at
 every update and saves a policy that reloads and generates.
 """
 
 import math
 
 import pytest
-from smoke_support import (
+from support.smoke import (
     assert_saved_model_works,
     cli_runs,  # noqa: F401  (a fixture: the session's subprocess runs)
     log_history,
@@ -16,7 +16,7 @@ from smoke_support import (
 RECIPE = "annotated_examples/recipes/ppo_tiny.yaml"
 UPDATES = 4  # 32 episodes of 8 responses
 
-# One variant, run as a subprocess (tests/smoke_support.py). Flags override the tiny recipe.
+# One variant, run as a subprocess (tests/support/smoke.py). Flags override the tiny recipe.
 CASES = {"ppo-conversational": "conversational_prompt_only"}
 CLI_CASE = "ppo-conversational"
 

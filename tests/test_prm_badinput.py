@@ -10,8 +10,8 @@ tests/test_badinput.py.
 """
 
 import pytest
-from bad_input import jsonl, refusal, write_case
-from conftest import REPO
+from support.bad_input import jsonl, refusal, write_case
+from support.processes import REPO
 
 SCRIPT = REPO / "annotated_examples" / "prm_training.py"
 RECIPE = REPO / "annotated_examples" / "recipes" / "prm_tiny.yaml"

@@ -9,8 +9,8 @@ log-loss $H = 0.6605$ nats, the entropy of the label share. The untrained head s
 What we measured (seed 42, batch 32, constant lr, the tiny token classifier from scratch):
 - on the fixture's 256 training rows, 300-400 steps at lr 3e-4 or 1e-3: held-out accuracy
   0.55-0.64 and loss 0.657-0.78, i.e. no better than the prior; the same from the SFT warm start
-  of tests/warm_start.py (0.54-0.66). The tiny model would have to learn arithmetic from 424 step
-  labels.
+  of tests/support/warm_start.py (0.54-0.66). The tiny model would have to learn arithmetic from
+  424 step labels.
 - on 4096 rows drawn from the same generator (another seed), lr 1e-3, 400 steps: held-out loss
   0.643, 0.645, 0.636, 0.631 at steps 100-400, every one below $H$; accuracy 0.636, 0.627,
   0.627, 0.618, i.e. still the majority share. lr 3e-3 for 800 steps: the same picture (loss

@@ -21,7 +21,7 @@ maximum difference: 0.0 on every compared number (both cases, seed 42).
 import json
 
 import pytest
-from parity import assert_same_logs, run_scenario
+from support.parity import assert_same_logs, run_scenario
 
 CASES = {"prm-all-steps": [], "prm-last-step-only": ["--last_step_only"]}
 

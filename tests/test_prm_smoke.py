@@ -2,7 +2,7 @@
 
 Two variants of the tiny recipe (cut to 20 steps): full fine-tuning of the token-classification
 fixture as a subprocess, and LoRA with task type TOKEN_CLS (the script's default) in-process
-(tests/smoke_support.py). Each checks that weights moved, every logged number is finite and in
+(tests/support/smoke.py). Each checks that weights moved, every logged number is finite and in
 range, and that the saved output reloads as a token classifier that scores every step of a
 solution.
 """
@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 from safetensors.torch import load_file
-from smoke_support import (
+from support.smoke import (
     cli_runs,  # noqa: F401  (a fixture: the session's subprocess runs)
     train_and_eval_rows,
     trained,

@@ -18,8 +18,8 @@ import datasets
 import pytest
 import torch
 import yaml
-from conftest import REPO
-from script_runs import RUNS
+from support.processes import REPO
+from support.script_runs import RUNS
 from transformers import (
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,

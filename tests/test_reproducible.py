@@ -11,8 +11,8 @@ share one process, so the generator's state differs between them as it would bet
 import pytest
 import torch
 from safetensors.torch import load_file
-from script_runs import LORA, RUNS, script_args
-from smoke_support import run_in_process
+from support.script_runs import LORA, RUNS, script_args
+from support.smoke import run_in_process
 
 
 @pytest.mark.parametrize("method", list(RUNS))

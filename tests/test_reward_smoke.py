@@ -2,7 +2,7 @@
 
 Three variants: full fine-tuning on explicit-prompt pairs (run as a subprocess), full
 fine-tuning on implicit-prompt pairs starting from the sequence-classification fixture, and LoRA
-(task type SEQ_CLS, the script's default), both in-process (tests/smoke_support.py). Each checks
+(task type SEQ_CLS, the script's default), both in-process (tests/support/smoke.py). Each checks
 that weights moved, metrics are finite and in range, and that the saved output reloads as a
 sequence classifier that scores a pair.
 """
@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 from safetensors.torch import load_file
-from smoke_support import (
+from support.smoke import (
     cli_runs,  # noqa: F401  (a fixture: the session's subprocess runs)
     train_and_eval_rows,
     trained,

@@ -1,8 +1,8 @@
 """RLOO bad input: a malformed dataset or an unusable reward is refused with one line, before
-anything is written. The cases are shared with GRPO: see `tests/reward_bad_input.py`."""
+anything is written. The cases are shared with GRPO: see `tests/support/reward_bad_input.py`."""
 
 import pytest
-import reward_bad_input as shared
+from support import reward_bad_input as shared
 
 KEY = "rloo"
 

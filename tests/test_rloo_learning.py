@@ -2,12 +2,12 @@
 rises, and greedy decoding does not lose the problems it solved.
 
 The tiny random policy never solves a problem (every group's rewards are 0: no signal), so RLOO
-starts from the shared SFT warm start (tests/warm_start.py: ~40% of problems solved). Settings,
-the same as tests/test_grpo_learning.py: the `arithmetic_reward` the script uses by default, 16
-completions per prompt (each one's baseline is the mean reward of the other 15), 8 prompts (128
-completions) per step, temperature 1.0, at most 10 completion tokens, lr 3e-4 constant, 200
-steps, the RLOOConfig defaults otherwise (KL penalty beta 0.05 in the reward, so a reference
-model is loaded; no advantage normalisation).
+starts from the shared SFT warm start (tests/support/warm_start.py: ~40% of problems solved).
+Settings, the same as tests/test_grpo_learning.py: the `arithmetic_reward` the script uses by
+default, 16 completions per prompt (each one's baseline is the mean reward of the other 15), 8
+prompts (128 completions) per step, temperature 1.0, at most 10 completion tokens, lr 3e-4
+constant, 200 steps, the RLOOConfig defaults otherwise (KL penalty beta 0.05 in the reward, so a
+reference model is loaded; no advantage normalisation).
 
 Measured with benchmarks/cross_cpu.py (benchmarks/results/cross_cpu.md) on an AMD EPYC, under
 five CPU settings (AVX2 and no-SIMD kernels, 1 and 2 threads, MKL_CBWR=COMPATIBLE) at seed
@@ -28,8 +28,8 @@ machine, this module took 84 s including its own warm start.
 """
 
 import pytest
+from support.warm_start import sft_warm_policy, train_from_warm_start  # noqa: F401
 from trl import RLOOConfig, RLOOTrainer
-from warm_start import sft_warm_policy, train_from_warm_start  # noqa: F401
 
 STEPS = 200
 WINDOW = 50  # steps averaged at each end of the run

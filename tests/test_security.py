@@ -16,7 +16,7 @@ import importlib
 
 import pytest
 import yaml
-from conftest import REPO
+from support.processes import REPO
 
 from annotated_trl.rewards import RewardError, default_reward_func, import_reward_func
 

@@ -6,8 +6,8 @@ process is checked for every script by tests/test_badinput.py.
 """
 
 import pytest
-from bad_input import jsonl, refusal
-from conftest import REPO
+from support.bad_input import jsonl, refusal
+from support.processes import REPO
 
 SCRIPT = REPO / "annotated_examples" / "sft_training.py"
 RECIPE = REPO / "annotated_examples" / "recipes" / "sft_tiny.yaml"

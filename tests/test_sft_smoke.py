@@ -1,14 +1,14 @@
 """SFT smoke tests: the example script, run as a user runs it, trains and saves a usable model.
 
 One variant per data shape SFT accepts, plus LoRA: the recipe's own shape (conversational) runs
-as a subprocess, the others in-process (tests/smoke_support.py). Two-process `accelerate launch`
+as a subprocess, the others in-process (tests/support/smoke.py). Two-process `accelerate launch`
 runs are in tests/test_distributed.py.
 """
 
 import math
 
 import pytest
-from smoke_support import (
+from support.smoke import (
     assert_saved_model_works,
     cli_runs,  # noqa: F401  (a fixture: the session's subprocess runs)
     log_history,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO
+from support.processes import REPO
 
 from annotated_trl import memory
 from annotated_trl.cli import main as cli_main

@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO
+from support.processes import REPO
 
 
 @pytest.mark.docs

@@ -10,7 +10,7 @@ import importlib.util
 import json
 
 import pytest
-from conftest import REPO
+from support.processes import REPO
 
 spec = importlib.util.spec_from_file_location("trl_manifest", REPO / "tools" / "trl_manifest.py")
 trl_manifest = importlib.util.module_from_spec(spec)

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 import trl_source
 from config_tables import config_table
-from docs_support import REPO, html_path
+from support.docs import REPO, html_path
 from trl_source import (
     MAX_STEP_LINES,
     SourceError,

@@ -2,7 +2,7 @@
 
 XPO is Online DPO with the reference model's sample as the second of each pair, plus an
 exploration bonus. It learns the task of tests/test_online_dpo_learning.py with the same
-set-up (`learn_digit_share` in tests/online_pair_support.py): the random tiny policy, the
+set-up (`learn_digit_share` in tests/support/online_pair.py): the random tiny policy, the
 digit-share reward, 16 plain-text prompts per step, 8 new tokens, beta 0.1, sigmoid loss,
 alpha 1e-5 (the default), lr 1e-3 constant, 80 steps.
 
@@ -21,14 +21,14 @@ All five settings computed the same run at seed offset 0; the seeds move it:
 Thresholds, at least 3 standard deviations (over the four seeds) below the mean: share ratio
 1.6 (mean 3.30, sd 0.53), score rise 0 (mean 0.035, sd 0.010).
 
-Why not the arithmetic task: from the SFT warm start of tests/warm_start.py (greedy solve rate
-0.488 on the training prompts), 30 steps of 32 prompts with a graded arithmetic reward moved it
+Why not the arithmetic task: from the SFT warm start of tests/support/warm_start.py (greedy solve
+rate 0.488 on the training prompts), 30 steps of 32 prompts with a graded arithmetic reward moved it
 by +0.035, +0.066, +0.012 and -0.020 over four seeds; 64 prompts per step: +0.105, +0.020,
 +0.051. An effect that small cannot be asserted on every CPU.
 """
 
 import pytest
-from online_pair_support import DIGIT_STEPS, learn_digit_share
+from support.online_pair import DIGIT_STEPS, learn_digit_share
 
 from annotated_trl.trainers.xpo import XPOConfig, XPOTrainer
 

@@ -9,7 +9,7 @@ import math
 
 import pytest
 import torch
-from online_pair_support import build_trainer, check_eos_penalty_on_completion_only
+from support.online_pair import build_trainer, check_eos_penalty_on_completion_only
 
 from annotated_trl.trainers.online_pair import value_for_epoch
 from annotated_trl.trainers.xpo import XPOConfig, XPOTrainer

@@ -15,7 +15,7 @@ sample, IPO's target 1/beta) moves these numbers by 1e-3 or more.
 """
 
 import pytest
-from parity import assert_same_logs, run_scenario
+from support.parity import assert_same_logs, run_scenario
 
 METRICS = (
     "loss/dpo", "loss/xpo", "objective/kl", "objective/entropy", "objective/model_scores",

@@ -8,8 +8,8 @@ with alpha 1e-3 the exploration term is about -0.05 (a sequence log-prob near -4
 import math
 
 import pytest
-from online_pair_support import assert_finite_logs
-from smoke_support import (
+from support.online_pair import assert_finite_logs
+from support.smoke import (
     assert_saved_model_works,
     cli_runs,  # noqa: F401  (a fixture: the session's subprocess runs)
     log_history,
@@ -19,7 +19,7 @@ from smoke_support import (
 RECIPE = "annotated_examples/recipes/xpo_tiny.yaml"
 BETA, ALPHA = 0.1, 1e-3
 
-# CLI_CASE runs as a subprocess, the other in-process (tests/smoke_support.py).
+# CLI_CASE runs as a subprocess, the other in-process (tests/support/smoke.py).
 CASES = {
     # Chat prompts, full fine-tuning (a frozen copy is the reference), DPO's sigmoid loss.
     "xpo-conversational-sigmoid": ("conversational_prompt_only", ["--missing_eos_penalty", "1.0"]),

@@ -19,6 +19,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
+from annotated_trl import OFFLINE_ENV
 from annotated_trl.lab.experiments import ALL, BROKEN, BROKEN_BY_KEY, Experiment
 
 REPO = Path(__file__).resolve().parents[3]
@@ -213,7 +214,7 @@ def run_lab(
 
     from annotated_trl.fixtures import build_all
 
-    os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRL_EXPERIMENTAL_SILENCE="1")
+    os.environ.update(OFFLINE_ENV)
     torch.set_num_threads(1)  # the fixture's few matrices; children inherit no thread pool
     transformers.utils.logging.disable_progress_bar()
     started = time.time()

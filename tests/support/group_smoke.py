@@ -9,7 +9,8 @@ the tiny reward model, whose scores always differ within a group: the weights mu
 import math
 
 import pytest
-from smoke_support import log_history
+
+from support.smoke import log_history
 
 MAX_COMPLETION = 8
 STEPS, LOGGING_STEPS = 4, 2

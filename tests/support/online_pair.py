@@ -6,9 +6,10 @@ learning tests and Online DPO's (the method both extend) share one task.
 import math
 
 import torch
-from bad_input import jsonl, refusal
-from conftest import REPO
 from transformers import AutoTokenizer
+
+from support.bad_input import jsonl, refusal
+from support.processes import REPO
 
 
 def paths(key):

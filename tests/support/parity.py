@@ -22,7 +22,7 @@ import math
 import os
 from pathlib import Path
 
-from conftest import OFFLINE_ENV, REPO
+from support.processes import OFFLINE_ENV, REPO
 from support.warm import launch, shared
 
 ORACLE = REPO / ".oracle" / "trl-1.12"

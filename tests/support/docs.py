@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from support.processes import REPO
+
 HOOKS = REPO / "docs" / "hooks"
 sys.path.insert(0, str(HOOKS))  # the tests reuse the hooks' own functions
 

@@ -7,8 +7,8 @@ What a user sees from a bare `python` process is checked for every script by
 tests/test_badinput.py.
 """
 
-from bad_input import jsonl, refusal
-from conftest import REPO
+from support.bad_input import jsonl, refusal
+from support.processes import REPO
 
 GOOD = jsonl([{"prompt": "What is 1 + 1?", "answer": 2}])
 

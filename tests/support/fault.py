@@ -20,8 +20,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from conftest import OFFLINE_ENV, REPO
 from safetensors.torch import load_file
+
+from support.processes import OFFLINE_ENV, REPO
 from support.warm import shared
 
 TIMING = ("runtime", "per_second", "step_time")

@@ -33,10 +33,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import OFFLINE_ENV, REPO
 from safetensors.torch import load_file
-from support.warm import shared
 from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from support.processes import OFFLINE_ENV, REPO
+from support.warm import shared
 
 SCRIPTS = REPO / "annotated_examples"
 # Seconds a subprocess run may take: ~10 s on a quiet 2-core machine, ten minutes and more at a

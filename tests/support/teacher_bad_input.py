@@ -8,8 +8,8 @@ What a user sees from a bare `python` process is checked for every script by
 tests/test_badinput.py.
 """
 
-from bad_input import refusal, write_case
-from conftest import REPO
+from support.bad_input import refusal, write_case
+from support.processes import REPO
 
 # teacher (a key of the `foreign_teachers` fixture) -> words the error line must contain
 FOREIGN_TEACHERS = {
