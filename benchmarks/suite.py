@@ -51,7 +51,7 @@ _outcomes: dict[str, str] = {}
 
 
 def _project_markers(config) -> set[str]:
-    """The markers pyproject.toml declares (not those plugins add, such as xdist_group)."""
+    """The markers pyproject.toml declares (not those plugins add, such as xdist's)."""
     with open(config.rootpath / "pyproject.toml", "rb") as project:
         declared = tomllib.load(project)["tool"]["pytest"]["ini_options"]["markers"]
     return {line.split(":", 1)[0] for line in declared}
@@ -75,8 +75,7 @@ def pytest_runtest_logfinish(nodeid, location):
     seconds = time.perf_counter() - _started.pop(nodeid)
     if nodeid not in _markers:  # pytest-xdist's controller: the worker that ran it records it
         return
-    test = nodeid.rsplit("@", 1)[0]  # without the xdist group that --dist loadgroup appends
-    record = {"test": test, "markers": _markers[nodeid], "seconds": seconds}
+    record = {"test": nodeid, "markers": _markers[nodeid], "seconds": seconds}
     record["outcome"] = _outcomes.get(nodeid, "unknown")
     with open(os.environ[RECORDS_ENV], "a") as records:
         records.write(json.dumps(record) + "\n")

@@ -94,18 +94,6 @@ def seed_offset(request) -> int:
     return request.config.getoption("--seed-offset")
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
-    """How pytest-xdist (`-n 2 --dist loadgroup`, pyproject.toml) shares the tests between its
-    two workers: a file's tests stay together, so that its module fixtures (a training run that
-    several tests read) run once; the files that read the built site share one worker, so that
-    the site is built once."""
-    site_files = {item.path for item in items if "built_site" in item.fixturenames}
-    for item in items:
-        group = "site" if item.path in site_files else item.path.stem
-        item.add_marker(pytest.mark.xdist_group(group))
-
-
 def pytest_collection_finish(session):
     """Move everything alive after collection (imported modules, collected tests) out of the
     garbage collector's reach, then switch it back on: every `Trainer.train` ends in a full
