@@ -19,9 +19,9 @@ the hash covers. `--seed-offsets 0 1 2`
 repeats every setting with every learning test's seeds shifted (`pytest --seed-offset`), which
 measures the spread over seeds too.
 
-Every threshold goes through the `measured` fixture (tests/support/measured.py), which records the value
-and its threshold; this reports them all: each run's value, the mean and standard deviation over
-runs, and the margin (mean - threshold) in standard deviations. Runs accumulate in
+Every threshold goes through the `measured` fixture (tests/support/measured.py), which records
+the value and its threshold; this reports them all: each run's value, the mean and standard
+deviation over runs, and the margin (mean - threshold) in standard deviations. Runs accumulate in
 `benchmarks/results/cross_cpu.json` under the CPU's name, so runs from several machines sit side
 by side; `cross_cpu.md` shows them.
 
@@ -180,8 +180,8 @@ def merge(stored: dict, run: dict, keep: set[str]) -> dict:
 def quantities(runs: dict) -> dict:
     """(test, quantity) -> its threshold, if any, and the value of every run that recorded it.
 
-    A record is `{"value": v, "at_least" or "at_most": threshold}` (tests/support/measured.py) or a bare
-    number with no threshold of its own (the golden curves' share of their tolerance). The
+    A record is `{"value": v, "at_least" or "at_most": threshold}` (tests/support/measured.py) or
+    a bare number with no threshold of its own (the golden curves' share of their tolerance). The
     threshold shown is the latest one recorded: the one the test asserts now."""
     table: dict = {}
     for run_name, run in runs.items():

@@ -1,7 +1,7 @@
 """Our ports of the trainers TRL removed vs trl 1.12.0's originals: time per optimiser step.
 
-Reuses the parity scenarios (`tests/parity_scenarios/<key>.py`, see tests/support/parity.py): each one
-trains with `--impl original` (trl 1.12.0 from .oracle/trl-1.12, first on PYTHONPATH) or
+Reuses the parity scenarios (`tests/parity_scenarios/<key>.py`, see tests/support/parity.py):
+each one trains with `--impl original` (trl 1.12.0 from .oracle/trl-1.12, first on PYTHONPATH) or
 `--impl ours` (annotated_trl.trainers), and nothing else differs between the two runs. Here each
 implementation gets a long-lived worker process; runs alternate ours/original, the first of each
 is a warm-up, and the ratio is median(ours) / median(original) of `train()` seconds per step

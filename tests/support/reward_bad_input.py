@@ -7,6 +7,7 @@ What a user sees from a bare `python` process is checked for every script by
 tests/test_badinput.py.
 """
 
+from annotated_trl.methods import BY_KEY
 from support.bad_input import jsonl, refusal
 from support.processes import REPO
 
@@ -74,7 +75,10 @@ def refuses_bad_input(key, tiny, tmp_path, monkeypatch, case):
     data.write_text(content)
     out = tmp_path / "out"
     args = ["--model_name_or_path", tiny.policy, "--dataset_name", data, "--output_dir", out]
-    message = refusal(monkeypatch, script, recipe, *args, *extra)
+    # The models the method needs besides the policy (the recipe's `tiny/...` paths are relative
+    # to a repository that has no fixture in it).
+    models = [x for flag, m in BY_KEY[key].fixture.models for x in (f"--{flag}", tiny.root / m)]
+    message = refusal(monkeypatch, script, recipe, *args, *models, *extra)
     for word in words:
         assert word in message, message
     assert not out.exists()
