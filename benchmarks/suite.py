@@ -190,13 +190,13 @@ def table(results: dict) -> str:
         floor = results["import_floor"]
         costs = floor["scripts"].values()
         parts.append(
-            f"**Floor of the smoke tests**, measured {floor['measured_at']}: starting each of the "
+            f"**Cost of a bare start**, measured {floor['measured_at']}: starting each of the "
             f"{len(floor['scripts'])} example scripts in a fresh process (`--help`: its imports, "
             f"nothing else) costs {min(costs):.1f}–{max(costs):.1f} CPU-s, "
-            f"{floor['total_cpu_s']:.0f} CPU-s in all. The smoke tests start every script once "
-            f"that way, so on {floor['cores']} cores they cannot finish in less than "
-            f"{floor['total_cpu_s'] / floor['cores']:.0f} s, before any training and before "
-            "pytest's own work.\n"
+            f"{floor['total_cpu_s']:.0f} CPU-s in all: what a bare `python script.py` costs "
+            f"before its first step. The suite starts every script that way once (the bad-input "
+            f"test, {floor['total_cpu_s'] / floor['cores']:.0f} s on {floor['cores']} cores); "
+            "every other script run is forked from a warm interpreter (tests/support/warm.py).\n"
         )
     return "\n".join(parts)
 
