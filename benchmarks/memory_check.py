@@ -36,7 +36,6 @@ import torch  # noqa: E402
 from datasets import Dataset  # noqa: E402
 from torch._C._profiler import _EventType  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
-from transformers import Qwen2Config  # noqa: E402
 
 from annotated_trl.memory import GIB, ModelShape, cpu_check_estimate  # noqa: E402
 
@@ -61,20 +60,9 @@ COMPLETION = 8  # generated tokens per completion (GRPO)
 GKD_LENGTH = 128
 
 
-def qwen2_config(tokenizer, **extra) -> Qwen2Config:
-    return Qwen2Config(
-        vocab_size=SHAPE.vocab_size,
-        hidden_size=SHAPE.hidden_size,
-        intermediate_size=SHAPE.intermediate_size,
-        num_hidden_layers=SHAPE.num_hidden_layers,
-        num_attention_heads=HEADS,
-        num_key_value_heads=SHAPE.key_value_size // (SHAPE.hidden_size // HEADS),
-        tie_word_embeddings=SHAPE.tie_word_embeddings,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=None,
-        **extra,
-    )
+def qwen2_config(tokenizer, **extra):
+    ids = {"pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id}
+    return SHAPE.qwen2_config(HEADS, **ids, bos_token_id=None, **extra)
 
 
 def tokenizer():

@@ -12,11 +12,11 @@ import json
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
+from support.processes import REPO
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from annotated_trl import cli, memory
@@ -33,7 +33,6 @@ from annotated_trl.memory import (
 )
 from annotated_trl.methods import METHODS
 
-REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
 import memory_check  # noqa: E402
 
@@ -46,22 +45,10 @@ TOY_LAYER = 48 + 8 + 96 + 8
 TOY_PARAMS = 10 * 4 + 2 * TOY_LAYER + 4  # embedding + layers + final norm (head tied)
 
 
-def qwen2_config(shape: ModelShape, heads: int) -> Qwen2Config:
-    return Qwen2Config(
-        hidden_size=shape.hidden_size,
-        intermediate_size=shape.intermediate_size,
-        num_hidden_layers=shape.num_hidden_layers,
-        num_attention_heads=heads,
-        num_key_value_heads=shape.key_value_size // (shape.hidden_size // heads),
-        vocab_size=shape.vocab_size,
-        tie_word_embeddings=shape.tie_word_embeddings,
-    )
-
-
 def test_memory_toy_parameter_count_by_hand_and_by_transformers():
     assert TOY.layer_params == TOY_LAYER == 160
     assert TOY.params == TOY_PARAMS == 364
-    model = Qwen2ForCausalLM(qwen2_config(TOY, heads=2))
+    model = Qwen2ForCausalLM(TOY.qwen2_config(2))
     assert sum(p.numel() for p in model.parameters()) == TOY.params
 
 
@@ -82,7 +69,7 @@ def test_memory_reference_model_sizes_match_transformers(name):
         )
         model_class = LlamaForCausalLM
     else:
-        config, model_class = qwen2_config(shape, heads), Qwen2ForCausalLM
+        config, model_class = shape.qwen2_config(heads), Qwen2ForCausalLM
     with torch.device("meta"):
         model = model_class(config)
     assert sum(p.numel() for p in model.parameters()) == shape.params
@@ -290,7 +277,7 @@ def optimizer_state_bytes(optimizer) -> int:
 
 def test_memory_full_fine_tuning_matches_real_tensors():
     torch.manual_seed(0)
-    model = Qwen2ForCausalLM(qwen2_config(TOY, heads=2)).to(torch.bfloat16)
+    model = Qwen2ForCausalLM(TOY.qwen2_config(2)).to(torch.bfloat16)
     optimizer = one_adamw_step(model)
     e = estimate(TOY, "sft", precision="bfloat16")
     assert tensor_bytes(model.parameters()) == e.weights
@@ -300,7 +287,7 @@ def test_memory_full_fine_tuning_matches_real_tensors():
 
 def test_memory_lora_matches_real_peft_adapter():
     torch.manual_seed(0)
-    base = Qwen2ForCausalLM(qwen2_config(TOY, heads=2)).to(torch.bfloat16)
+    base = Qwen2ForCausalLM(TOY.qwen2_config(2)).to(torch.bfloat16)
     model = get_peft_model(base, LoraConfig(r=8, target_modules=["q_proj", "v_proj"]))
     optimizer = one_adamw_step(model)
     trainable = [p for p in model.parameters() if p.requires_grad]

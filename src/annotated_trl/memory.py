@@ -128,6 +128,22 @@ class ModelShape:
             attention_bias=config.get("attention_bias", config.get("model_type") == "qwen2"),
         )
 
+    def qwen2_config(self, heads: int, **extra):
+        """A transformers Qwen2Config of this shape with `heads` attention heads (random weights
+        of real architecture, for checking the counts against a built model)."""
+        from transformers import Qwen2Config
+
+        return Qwen2Config(
+            hidden_size=self.hidden_size,
+            intermediate_size=self.intermediate_size,
+            num_hidden_layers=self.num_hidden_layers,
+            num_attention_heads=heads,
+            num_key_value_heads=self.key_value_size // (self.hidden_size // heads),
+            vocab_size=self.vocab_size,
+            tie_word_embeddings=self.tie_word_embeddings,
+            **extra,
+        )
+
     @property
     def layer_params(self) -> int:
         h, i, kv = self.hidden_size, self.intermediate_size, self.key_value_size
