@@ -76,6 +76,8 @@ def pytest_runtest_logfinish(nodeid, location):
     if nodeid not in _markers:  # pytest-xdist's controller: the worker that ran it records it
         return
     record = {"test": nodeid, "markers": _markers[nodeid], "seconds": seconds}
+    record["worker"] = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    record["ended"] = time.time()
     record["outcome"] = _outcomes.get(nodeid, "unknown")
     with open(os.environ[RECORDS_ENV], "a") as records:
         records.write(json.dumps(record) + "\n")
@@ -87,6 +89,7 @@ def pytest_runtest_logfinish(nodeid, location):
 def run_suite(selection: list[str]) -> dict:
     """One pytest run over `selection` (pytest arguments): wall time, exit code, test records."""
     records = Path(tempfile.mkstemp(prefix="suite-", suffix=".jsonl")[1])
+    started = time.time()
     pytest = Path(sys.executable).with_name("pytest")  # the README's `.venv/bin/pytest`
     command = [str(pytest), "-p", "suite", "-p", "no:cacheprovider", "-q", *selection]
     env = {**os.environ, **OFFLINE_ENV, RECORDS_ENV: str(records)}
@@ -97,6 +100,10 @@ def run_suite(selection: list[str]) -> dict:
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
     wall, cpu = time.perf_counter() - start, children_cpu_s() - cpu_before
     tests = [json.loads(line) for line in records.read_text().splitlines()]
+    for test in tests:
+        test["ended"] -= started  # seconds into the run
+    if os.environ.get("SUITE_KEEP_RECORDS"):
+        (Path(tempfile.gettempdir()) / "suite-last.jsonl").write_text(records.read_text())
     records.unlink()
     summary = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
     return {
@@ -139,6 +146,16 @@ def split_by_marker(tests: list[dict]) -> dict:
     return split
 
 
+def seconds_per_file(tests: list[dict]) -> dict:
+    """test file -> the seconds its tests took, longest first (tests/support/schedule.py starts
+    the longest files first from these)."""
+    files: dict[str, float] = {}
+    for test in tests:
+        path = test["test"].split("::")[0]
+        files[path] = files.get(path, 0.0) + test["seconds"]
+    return {path: round(s, 1) for path, s in sorted(files.items(), key=lambda item: -item[1])}
+
+
 def measure(selection: list[str], reps: int) -> dict:
     runs = []
     for rep in range(reps):
@@ -162,6 +179,7 @@ def measure(selection: list[str], reps: int) -> dict:
         "cpu_s": [run["cpu_s"] for run in runs],
         "summary": median_run["summary"],
         "by_marker": split_by_marker(median_run["tests"]),
+        "seconds_per_file": seconds_per_file(median_run["tests"]),
         "slowest": [{"test": t["test"], "seconds": t["seconds"]} for t in slowest],
     }
 

@@ -77,6 +77,7 @@ def foreign_teachers(tiny, tmp_path_factory) -> dict[str, Path]:
 
 from support.docs import built_site  # noqa: E402,F401  (docs and browser tests)
 from support.measured import measured  # noqa: E402,F401  (tests that assert on a measured number)
+from support.schedule import longest_files_first  # noqa: E402
 
 
 def pytest_addoption(parser):
@@ -92,6 +93,10 @@ def pytest_addoption(parser):
 @pytest.fixture(scope="session")
 def seed_offset(request) -> int:
     return request.config.getoption("--seed-offset")
+
+
+def pytest_collection_modifyitems(config, items):
+    longest_files_first(items, config.rootpath)
 
 
 def pytest_collection_finish(session):
