@@ -1,28 +1,42 @@
-"""Bad input as a user sees it, for every script of the method table: a bare `python script.py`
-given data in a format its method cannot train on exits with 1, prints exactly one line on
-stderr (the file and what is wrong with it), no traceback, and writes no output folder.
+"""Bad input as a user sees it, for every script of the method table: `python script.py` given
+data in a format its method cannot train on exits with 1, prints exactly one line on stderr (the
+file and what is wrong with it), no traceback, and writes no output folder.
 
-A bare interpreter, not a warm child (tests/support/warm.py): whatever a script or a library
-prints while starting up would show here, as it would on a user's terminal. The per-method files
+The first script of the table runs in a bare interpreter, as on a user's terminal: whatever torch,
+transformers, datasets, accelerate, peft or TRL print while they are first imported would show
+there. The others are forked from a warm interpreter that has imported those already
+(tests/support/warm.py): what they print on import is the same for every script, so the bare run
+covers it, and anything a script imports beyond them (its own modules, `trl.experimental`) is
+still imported, and would still print, in its own process. A bare start costs 5-7 CPU-seconds of
+imports; fifteen of them were a minute of the suite's two cores. The per-method files
 (tests/test_<key>_badinput.py) check each kind of mistake and its message in-process.
-
-The runs start together when the first test asks for its own, two at a time: each spends its
-5-7 CPU-seconds importing, so two keep the machine's two cores busy while the tests wait.
 """
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from support.processes import REPO, run_script
+from support.processes import OFFLINE_ENV, REPO, run_script
+from support.warm import shared
 
 from annotated_trl.methods import METHODS
 
+BARE = METHODS[0].key  # the one script started as a user starts it
 pytestmark = pytest.mark.badinput
 
 
 def wrong_format(method) -> str:
     """A fixture data folder in a format the method does not train on."""
     return next(f for f in ("stepwise_supervision", "preference") if f not in method.formats)
+
+
+def run(method, tiny, out):
+    """The script, given the wrong data: bare for BARE, forked from the warm interpreter else."""
+    script, *args = command(method, tiny, out)
+    if method.key == BARE:
+        return run_script(script, *args)
+    scripts = REPO / "annotated_examples"
+    return shared(**OFFLINE_ENV).run([scripts / script, *args], REPO, {**os.environ, **OFFLINE_ENV})
 
 
 def command(method, tiny, out) -> list:
@@ -39,9 +53,7 @@ def command(method, tiny, out) -> list:
 def runs(tiny, tmp_path_factory):
     root = tmp_path_factory.mktemp("bad-input")
     pool = ThreadPoolExecutor(max_workers=2)
-    started = {
-        m.key: pool.submit(run_script, *command(m, tiny, root / m.key / "out")) for m in METHODS
-    }
+    started = {m.key: pool.submit(run, m, tiny, root / m.key / "out") for m in METHODS}
     yield {key: (future, root / key / "out") for key, future in started.items()}
     pool.shutdown(cancel_futures=True)
 

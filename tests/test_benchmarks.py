@@ -84,9 +84,11 @@ def test_benchmarks_gpu_counts_six_n_flops_per_trained_token(tiny, tiny_gpu_repo
 def test_benchmarks_suite_times_tests_by_marker(tmp_path):
     """benchmarks/suite.py runs pytest with its timing plugin and files each test by marker."""
     selection = ["tests/test_fixtures.py", "tests/test_kl_math.py"]  # quick: tensors, no training
+    one_process = {**os.environ, "PYTEST_ADDOPTS": "-n 0"}  # two workers would import it all twice
     done = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "suite.py"), *selection, "--out", tmp_path],
         cwd=REPO,
+        env=one_process,
         capture_output=True,
         text=True,
         timeout=600,
@@ -96,6 +98,7 @@ def test_benchmarks_suite_times_tests_by_marker(tmp_path):
     collected = subprocess.run(
         [sys.executable, "-m", "pytest", "--collect-only", "-q", *selection],
         cwd=REPO,
+        env=one_process,
         capture_output=True,
         text=True,
     ).stdout

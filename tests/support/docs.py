@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from filelock import FileLock
 
+from support.once import built_once
 from support.processes import REPO
 
 HOOKS = REPO / "docs" / "hooks"
@@ -52,30 +52,26 @@ SUB_PATH = "annotated-trl"
 
 @pytest.fixture(scope="session")
 def built_site(tmp_path_factory) -> Path:
-    """`mkdocs build --strict` into <tmp>/annotated-trl/, once per test session, built for being
-    served under /annotated-trl/ (SITE_URL, as .github/workflows/docs.yml sets it). Under
-    pytest-xdist the workers share one build: the first to get here builds it, under a file
-    lock, into the session's common temporary folder; the others wait and read it."""
-    shared = tmp_path_factory.getbasetemp()
-    if "PYTEST_XDIST_WORKER" in os.environ:
-        shared = shared.parent  # every worker's folder sits in the session's
-    out, failed = shared / "site" / SUB_PATH, shared / "site-build-failed.txt"
-    with FileLock(str(shared / "site.lock")):
-        if not out.exists() and not failed.exists():
-            result = subprocess.run(
-                [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
-                cwd=REPO,
-                env={
-                    **os.environ,
-                    "NO_MKDOCS_2_WARNING": "1",
-                    "SITE_URL": f"http://127.0.0.1/{SUB_PATH}/",
-                },
-                capture_output=True,
-                text=True,
-                timeout=600,
-            )
-            if result.returncode != 0:
-                failed.write_text(f"{result.stdout}{result.stderr}"[-6000:])
-    if failed.exists():
-        pytest.fail(f"mkdocs build --strict failed:\n{failed.read_text()}")
-    return out
+    """`mkdocs build --strict` into <tmp>/site/annotated-trl/, once per test session (whichever
+    worker asks first: support/once.py), built for being served under /annotated-trl/
+    (SITE_URL, as .github/workflows/docs.yml sets it)."""
+
+    def build(folder: Path) -> str | None:
+        result = subprocess.run(
+            [sys.executable, "-m", "mkdocs", "build", "--strict"]
+            + ["--site-dir", str(folder / SUB_PATH)],
+            cwd=REPO,
+            env={
+                **os.environ,
+                "NO_MKDOCS_2_WARNING": "1",
+                "SITE_URL": f"http://127.0.0.1/{SUB_PATH}/",
+            },
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if result.returncode != 0:
+            return f"mkdocs build --strict failed:\n{result.stdout}{result.stderr}"
+        return None
+
+    return built_once(tmp_path_factory, "site", build) / SUB_PATH

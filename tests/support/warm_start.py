@@ -5,9 +5,10 @@ The random tiny policy almost never writes the right number, so every completion
 gets reward 0 and an online method has nothing to compare. After the same SFT run as
 tests/test_sft_learning.py (800 steps, lr 1e-3, batch 16, answer-only loss) it solves
 about 40% of the problems: groups of sampled completions then mix right and wrong answers, and
-the relative advantages carry a signal. Built once per session (~10-15 s on 2 idle cores).
+the relative advantages carry a signal. Built once per session, shared by the test workers
+(~10-15 s on 2 idle cores).
 
-Import it into a test module with `from warm_start import sft_warm_policy  # noqa: F401`.
+Import it into a test module with `from support.warm_start import sft_warm_policy  # noqa: F401`.
 """
 
 from pathlib import Path
@@ -17,21 +18,31 @@ import pytest
 from transformers import AutoTokenizer
 
 from annotated_trl.toy_task import arithmetic_reward, solved_fraction  # noqa: F401
+from support.once import built_once
 
 SFT_STEPS = 800
 
 
 @pytest.fixture(scope="session")
 def sft_warm_policy(tiny, tmp_path_factory, seed_offset) -> Path:
-    """Folder with the SFT-trained tiny policy and its tokenizer."""
+    """Folder with the SFT-trained tiny policy and its tokenizer, trained once per session
+    (support/once.py: the test workers share it)."""
+
+    def build(folder: Path) -> None:
+        train_sft_warm_start(tiny, folder, seed=42 + seed_offset)
+
+    return built_once(tmp_path_factory, f"sft-warm-policy-{seed_offset}", build) / "policy"
+
+
+def train_sft_warm_start(tiny, folder: Path, seed: int) -> None:
+    """The SFT run; the policy and its tokenizer are saved in folder/policy."""
     from trl import SFTConfig, SFTTrainer
 
-    out = tmp_path_factory.mktemp("sft-warm-policy")
     data = tiny.data / "conversational_language_modeling"
     conversations = datasets.load_dataset("json", data_files=str(data / "train.jsonl"))["train"]
     tokenizer = AutoTokenizer.from_pretrained(tiny.policy)
     args = SFTConfig(
-        output_dir=str(out / "trainer"),
+        output_dir=str(folder / "trainer"),
         use_cpu=True,
         bf16=False,
         activation_checkpointing=False,
@@ -44,7 +55,7 @@ def sft_warm_policy(tiny, tmp_path_factory, seed_offset) -> Path:
         logging_steps=100,
         save_strategy="no",
         report_to="none",
-        seed=42 + seed_offset,
+        seed=seed,
     )
     trainer = SFTTrainer(
         model=str(tiny.policy),
@@ -53,10 +64,8 @@ def sft_warm_policy(tiny, tmp_path_factory, seed_offset) -> Path:
         processing_class=tokenizer,
     )
     trainer.train()
-    policy = out / "policy"
-    trainer.save_model(str(policy))
-    tokenizer.save_pretrained(str(policy))
-    return policy
+    trainer.save_model(str(folder / "policy"))
+    tokenizer.save_pretrained(str(folder / "policy"))
 
 
 def train_from_warm_start(trainer_class, config_class, tiny, policy, tmp_path_factory, steps, seed):
