@@ -359,6 +359,95 @@ def test_dpo_sync_ref_model_mixes_policy_into_reference(tiny, tmp_path):
             assert torch.equal(snap["ref_after"], snap["ref_before"])
 
 
+# BEMA (trl.experimental.bema_for_ref_model): the reference is a bias-corrected EMA of the policy.
+LAG, GAMMA, KAPPA, ETA = 2, 1.5, 0.5, 0.2  # rho, gamma, ema_power, bias_power (lag, multiplier)
+
+
+class _EveryStep(TrainerCallback):
+    """All parameters of the policy and of the reference after each step (runs after BEMA's)."""
+
+    def __init__(self, trainer):
+        self.trainer, self.policy, self.ref = trainer, [], []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        for model, kept in ((self.trainer.model, self.policy), (self.trainer.ref_model, self.ref)):
+            kept.append([p.detach().clone() for p in model.parameters()])
+
+
+def bema_weights(thetas: list[list[torch.Tensor]], after: int, every: int) -> dict[int, list]:
+    """theta'_t = EMA_t + alpha_t (theta_t - theta_0) at every BEMA update step t, with
+    EMA_t = (1 - beta_t) EMA_prev + beta_t theta_t, beta_t = (rho + gamma t)^-kappa and
+    alpha_t = (rho + gamma t)^-eta; theta_0 = EMA = theta at step `after` (thetas[t - 1] is the
+    policy after step t)."""
+    theta0 = thetas[after - 1]
+    ema = [p.clone() for p in theta0]
+    out = {}
+    for t in range(after + every, len(thetas) + 1, every):
+        beta, alpha = (LAG + GAMMA * t) ** -KAPPA, (LAG + GAMMA * t) ** -ETA
+        ema = [(1 - beta) * e + beta * p for e, p in zip(ema, thetas[t - 1], strict=True)]
+        drift = [p - p0 for p, p0 in zip(thetas[t - 1], theta0, strict=True)]
+        out[t] = [e + alpha * d for e, d in zip(ema, drift, strict=True)]
+    return out
+
+
+def test_dpo_bema_reference_is_the_bias_corrected_ema_of_the_policy(tiny, tmp_path):
+    """BEMA updates at steps 3 and 5 (after 1, every 2); the reference takes the BEMA weights at
+    steps 1, 3 and 5 (every 2 from step 1). At step 1 no BEMA update has happened yet: the
+    reference gets the weights the policy started from."""
+    from trl.experimental.bema_for_ref_model import BEMACallback
+    from trl.experimental.bema_for_ref_model import DPOTrainer as BEMADPOTrainer
+
+    dataset = load_dataset("json", data_files=str(tiny.data / "preference" / "train.jsonl"))
+    args = DPOConfig(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        bf16=False,
+        activation_checkpointing=False,
+        report_to="none",
+        max_length=64,
+        per_device_train_batch_size=2,
+        max_steps=5,
+        learning_rate=1e-2,
+        save_strategy="no",
+        seed=0,
+        disable_tqdm=True,
+    )
+    bema = BEMACallback(
+        update_freq=2,
+        update_after=1,
+        lag=LAG,
+        multiplier=GAMMA,
+        ema_power=KAPPA,
+        bias_power=ETA,
+        update_ref_model=True,
+        ref_model_update_freq=2,
+        ref_model_update_after=1,
+    )
+    trainer = BEMADPOTrainer(
+        model=str(tiny.policy),
+        args=args,
+        train_dataset=dataset["train"].select(range(10)),
+        processing_class=AutoTokenizer.from_pretrained(tiny.policy),
+        callbacks=[bema],
+    )
+    start = [p.detach().clone() for p in trainer.model.parameters()]
+    seen = _EveryStep(trainer)
+    trainer.add_callback(seen)
+    trainer.train()
+
+    expected = bema_weights(seen.policy, after=1, every=2)
+    assert sorted(expected) == [3, 5]
+    for got, want in zip(seen.ref[0], start, strict=True):  # step 1: the starting weights
+        torch.testing.assert_close(got, want)
+    for step in (3, 5):
+        for got, want in zip(seen.ref[step - 1], expected[step], strict=True):
+            torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+        # A lagged copy, not the policy itself.
+        assert not torch.allclose(seen.ref[step - 1][0], seen.policy[step - 1][0])
+    for got, want in zip(seen.ref[1], seen.ref[0], strict=True):  # step 2: unchanged
+        torch.testing.assert_close(got, want)
+
+
 # ---------------------------------------------------------------------------------------------
 # Modifiers: f-divergences, LD-DPO, WPO
 # ---------------------------------------------------------------------------------------------

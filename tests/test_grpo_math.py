@@ -812,3 +812,117 @@ def test_grpo_sync_ref_model_mixes_the_reference_towards_the_policy(tiny, tmp_pa
     assert len(policy_after) == 2
     assert any(not torch.equal(p, r) for p, r in zip(policy_after[-1], start, strict=True))
     assert any(not torch.equal(p, r) for p, r in zip(policy_after[-1], reference, strict=True))
+
+
+# ---------------------------------------------------------------------------------------------
+# GMPO (trl.experimental.gmpo): the geometric mean of the token ratios
+# ---------------------------------------------------------------------------------------------
+
+GMPO_EPS, GMPO_EPS_HIGH = 0.4, 0.3  # log space; unequal, so swapping them would fail
+
+
+@pytest.fixture(scope="module")
+def gmpo_trainer(tiny, tmp_path_factory):
+    """A GMPOTrainer with the module's settings, its clip range in log space."""
+    from trl.experimental.gmpo import GMPOConfig, GMPOTrainer
+
+    args = GMPOConfig(
+        output_dir=str(tmp_path_factory.mktemp("gmpo-math")),
+        use_cpu=True,
+        bf16=False,
+        activation_checkpointing=False,
+        report_to="none",
+        num_generations=G,
+        per_device_train_batch_size=G,
+        gradient_accumulation_steps=GA,
+        max_completion_length=T,
+        beta=BETA,
+        epsilon=GMPO_EPS,
+        epsilon_high=GMPO_EPS_HIGH,
+        seed=0,
+    )
+    dataset = Dataset.from_list([{"prompt": [{"role": "user", "content": "What is 6 - 0?"}]}])
+    trainer = GMPOTrainer(
+        model=str(tiny.policy), reward_funcs=FixedReward("r1", R1), args=args, train_dataset=dataset
+    )
+    trainer.current_gradient_accumulation_steps = GA
+    trainer.model.train()
+    return trainer
+
+
+def clipped_log_ratio(log_ratio, a, eps=GMPO_EPS, eps_high=GMPO_EPS_HIGH):
+    """PPO's min written in log space: a token stops pulling once its ratio has moved past
+    the clip in the direction its advantage pushes."""
+    clip = torch.clamp(log_ratio, -eps, eps_high)
+    return torch.where(a > 0, torch.minimum(log_ratio, clip), torch.maximum(log_ratio, clip))
+
+
+def geometric_mean_ratio(log_ratio, a, m):
+    """rho_bar_i = exp(mean over the completion's tokens of the clipped log-ratios)."""
+    return torch.exp((clipped_log_ratio(log_ratio, a) * m).sum(-1) / m.sum(-1))
+
+
+def gmpo_expected_loss(model, inputs, beta=BETA):
+    """(1/KB) sum_i [-rho_bar_i A_i + beta * (token mean of k3 over y_i)]."""
+    logps = our_logps(model, inputs)
+    m = inputs["completion_mask"].float()
+    a = inputs["advantages"]
+    old = inputs.get("old_per_token_logps", logps.detach())
+    rho_bar = geometric_mean_ratio(logps - old, a[:, None], m)
+    diff = inputs["ref_per_token_logps"] - logps
+    k3 = torch.exp(diff) - diff - 1  # not weighted by the ratio, unlike GRPO's term
+    per_sequence = -rho_bar * a + beta * (k3 * m).sum(-1) / m.sum(-1)
+    return per_sequence.mean() / GA
+
+
+def test_gmpo_loss_matches_library(gmpo_trainer, batch):
+    with torch.no_grad():
+        ours = gmpo_expected_loss(gmpo_trainer.model, batch)
+        library = gmpo_trainer._compute_loss(gmpo_trainer.model, dict(batch))
+    torch.testing.assert_close(library, ours, **TOL)
+    # The clip bites on both sides somewhere in this batch (else the test would not see it).
+    log_ratio = our_logps(gmpo_trainer.model, batch).detach() - batch["old_per_token_logps"]
+    m = batch["completion_mask"].bool()
+    assert (log_ratio[m] < -GMPO_EPS).any() and (log_ratio[m] > GMPO_EPS_HIGH).any()
+
+
+def test_gmpo_paper_form_is_the_signed_geometric_mean_of_the_clipped_surrogates(batch):
+    """The paper writes the objective as (prod_t |min(rho A, clip(rho) A)|)^(1/|y|) sgn(A);
+    TRL's exp(mean clipped log-ratio) A is the same number."""
+    gen = torch.Generator().manual_seed(1)
+    log_ratio = 0.5 * torch.randn(2 * G, T, generator=gen)
+    a = batch["advantages"][:, None]
+    m = batch["completion_mask"].float()
+    ratio = torch.exp(log_ratio)
+    clip = torch.clamp(
+        ratio, torch.exp(torch.tensor(-GMPO_EPS)), torch.exp(torch.tensor(GMPO_EPS_HIGH))
+    )
+    surrogate = torch.minimum(ratio * a, clip * a).abs()
+    paper = torch.exp((torch.log(surrogate) * m).sum(-1) / m.sum(-1)) * torch.sign(a[:, 0])
+    torch.testing.assert_close(paper, geometric_mean_ratio(log_ratio, a, m) * a[:, 0], **TOL)
+
+
+def test_gmpo_on_policy_gradient_is_that_of_grpo(trainer, gmpo_trainer, batch):
+    """On-policy (every ratio 1, nothing clipped) and without KL, GMPO's gradient is GRPO's
+    with `loss_type="grpo"`: -A_i / (K B |y_i|) on each token's log-probability. The two differ
+    once the policy has moved: GMPO weighs every token of y_i by rho_bar_i, GRPO by its own
+    ratio."""
+    on_policy = {k: v for k, v in batch.items() if k != "old_per_token_logps"}
+    grads = []
+    for t, loss_type in ((gmpo_trainer, None), (trainer, "grpo")):
+        t.beta = 0.0
+        try:
+            t.model.zero_grad()
+            loss = (
+                t._compute_loss(t.model, dict(on_policy))
+                if loss_type is None
+                else (_library_loss(t, on_policy, loss_type))
+            )
+            loss.backward()
+            grads.append([p.grad.clone() for p in t.model.parameters()])
+            t.model.zero_grad()
+        finally:
+            t.beta = BETA
+    assert any(g.abs().sum() > 0 for g in grads[0])
+    for gmpo, grpo in zip(*grads, strict=True):
+        torch.testing.assert_close(gmpo, grpo, atol=1e-6, rtol=1e-4)
