@@ -62,8 +62,8 @@ lab: setup
 
 # Benchmarks (not tests): ratios measured side by side, written to benchmarks/results/.
 bench: setup
-	$(BIN)/python benchmarks/scripts.py
-	$(BIN)/python benchmarks/ports.py
-	$(BIN)/python benchmarks/docs_build.py
-	$(BIN)/python benchmarks/suite.py -m smoke --reps 3
-	$(BIN)/python benchmarks/suite.py
+	$(BIN)/python -m benchmarks.scripts
+	$(BIN)/python -m benchmarks.ports
+	$(BIN)/python -m benchmarks.docs_build
+	$(BIN)/python -m benchmarks.suite -m smoke --reps 3
+	$(BIN)/python -m benchmarks.suite

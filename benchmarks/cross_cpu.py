@@ -25,10 +25,10 @@ deviation over runs, and the margin (mean - threshold) in standard deviations. R
 `benchmarks/results/cross_cpu.json` under the CPU's name, so runs from several machines sit side
 by side; `cross_cpu.md` shows them.
 
-    .venv/bin/python benchmarks/cross_cpu.py                       # every setting, seed offset 0
-    .venv/bin/python benchmarks/cross_cpu.py --seed-offsets 1 2 --settings native-2t
-    .venv/bin/python benchmarks/cross_cpu.py --list                # the settings and fingerprints
-    .venv/bin/python benchmarks/cross_cpu.py --table               # rewrite the .md from the .json
+    .venv/bin/python -m benchmarks.cross_cpu                       # every setting, seed offset 0
+    .venv/bin/python -m benchmarks.cross_cpu --seed-offsets 1 2 --settings native-2t
+    .venv/bin/python -m benchmarks.cross_cpu --list                # the settings and fingerprints
+    .venv/bin/python -m benchmarks.cross_cpu --table               # rewrite the .md from the .json
 
 It exits 1 if any test failed under any setting that ran.
 """
@@ -43,8 +43,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import OFFLINE_ENV, REPO, RESULTS, machine, render  # noqa: E402
+from benchmarks.common import OFFLINE_ENV, REPO, RESULTS, machine, render
 
 NAME = "cross_cpu"
 RECORDS_ENV = "CROSS_CPU_RECORDS"  # where the plugin writes its records (one JSON line a test)
@@ -133,12 +132,10 @@ def fingerprint(env: dict) -> str:
 
 def run_tests(env: dict, seed_offset: int, extra: list[str]) -> dict:
     records = Path(tempfile.mkstemp(prefix="cross-cpu-", suffix=".jsonl")[1])
-    command = [*PYTEST, "-p", NAME, "-p", "no:cacheprovider", "-q", *SELECTION]
+    # The plugin is this module, found from the repository root (pyproject.toml's `pythonpath`).
+    command = [*PYTEST, "-p", "benchmarks.cross_cpu", "-p", "no:cacheprovider", "-q", *SELECTION]
     command += [f"--seed-offset={seed_offset}", *extra]
     run_env = {**os.environ, **OFFLINE_ENV, **env, RECORDS_ENV: str(records)}
-    run_env["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [str(Path(__file__).parent), run_env.get("PYTHONPATH")])
-    )
     start = time.perf_counter()
     done = subprocess.run(command, cwd=REPO, env=run_env, capture_output=True, text=True)
     tests = [json.loads(line) for line in records.read_text().splitlines()]

@@ -14,7 +14,7 @@ Each repetition is a fresh process that builds the site the way `mkdocs build --
 copying assets. The process's whole wall time (interpreter start and imports included) is
 reported too, since that is what a person waiting for `mkdocs build` sees.
 
-    .venv/bin/python benchmarks/docs_build.py --reps 3
+    .venv/bin/python -m benchmarks.docs_build --reps 3
 """
 
 import argparse
@@ -28,8 +28,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import PROTOCOL, REPO, RESULTS, machine, write_results  # noqa: E402
+from benchmarks.common import PROTOCOL, REPO, RESULTS, machine, write_results
 
 MKDOCSTRINGS = {"mkdocstrings", "autorefs"}
 
@@ -115,7 +114,7 @@ def main() -> None:
         site = Path(tempfile.mkdtemp(prefix="bench-site-"))
         start = time.perf_counter()
         done = subprocess.run(
-            [sys.executable, __file__, "--worker", str(site)],
+            [sys.executable, "-m", "benchmarks.docs_build", "--worker", str(site)],
             cwd=REPO,
             capture_output=True,
             text=True,

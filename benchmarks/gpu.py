@@ -19,9 +19,9 @@ The models keep Qwen2.5-0.5B's and -1.5B's layer shapes (hidden size, heads, KV 
 width, tied embeddings) but the fixture's 512-token vocabulary, so the layer count is chosen to
 bring N to ≈0.5B and ≈1.5B; the exact N is reported.
 
-    python benchmarks/gpu.py                        # every script, both sizes, 10 steps
-    python benchmarks/gpu.py dpo grpo --sizes 0.5b --steps 20
-    python benchmarks/gpu.py --allow-cpu --tiny     # the same pipeline on CPU, tiny model, 2 steps
+    python -m benchmarks.gpu                        # every script, both sizes, 10 steps
+    python -m benchmarks.gpu dpo grpo --sizes 0.5b --steps 20
+    python -m benchmarks.gpu --allow-cpu --tiny     # the same pipeline on CPU, tiny model, 2 steps
 
 Without a CUDA device it refuses (exit code 2) unless `--allow-cpu --tiny` asks for the check.
 """
@@ -40,8 +40,7 @@ from pathlib import Path
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import OFFLINE_ENV, REPO, RESULTS, TrainTimer, machine, peak_rss_mib  # noqa: E402
+from benchmarks.common import OFFLINE_ENV, REPO, RESULTS, TrainTimer, machine, peak_rss_mib
 
 EXAMPLES = REPO / "annotated_examples"
 RECIPES = EXAMPLES / "recipes"
@@ -251,8 +250,8 @@ def main() -> int:
         models = build_models(fixture, size, work / "models", dtype)
         for key in args.keys or discover():
             report = work / f"{size}-{key}.json"
-            command = [sys.executable, __file__, "--worker", str(EXAMPLES / f"{key}_training.py")]
-            command += [str(report), str(peak or "none")]
+            command = [sys.executable, "-m", "benchmarks.gpu", "--worker"]
+            command += [str(EXAMPLES / f"{key}_training.py"), str(report), str(peak or "none")]
             command += flags_for(key, models, fixture, steps, gpu)
             done = subprocess.run(
                 command, cwd=REPO, env={**os.environ, **OFFLINE_ENV}, capture_output=True,

@@ -13,7 +13,7 @@ tensor memory: no interpreter, library or tokenizer baseline, unlike RSS. Two st
 peak comes in the second: AdamW creates its moments during the first step, and the second step's
 backward pass then runs with weights, moments and new gradients all alive.
 
-    python benchmarks/memory_check.py     # every family; writes results/memory_check.{json,md}
+    python -m benchmarks.memory_check     # every family; writes results/memory_check.{json,md}
 
 The test `tests/test_memory.py::test_memory_estimate_within_15_percent_of_measured_peak` runs the
 same measurement and fails when an estimate drifts more than 15% from it.
@@ -263,7 +263,7 @@ def write_results(checks: list[Check]) -> None:
             }
         )
     results = {
-        "command": "python benchmarks/memory_check.py",
+        "command": "python -m benchmarks.memory_check",
         "shape": asdict(SHAPE),
         "precision": "float32",
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__,

@@ -7,8 +7,8 @@ implementation gets a long-lived worker process; runs alternate ours/original, t
 is a warm-up, and the ratio is median(ours) / median(original) of `train()` seconds per step
 (benchmarks/common.py). Goal: <= 1.0.
 
-    .venv/bin/python benchmarks/ports.py               # every scenario, 3 repetitions
-    .venv/bin/python benchmarks/ports.py ppo --reps 5
+    .venv/bin/python -m benchmarks.ports               # every scenario, 3 repetitions
+    .venv/bin/python -m benchmarks.ports ppo --reps 5
 
 Every scenario file is picked up (helpers that are not scenarios are named in HELPERS); a
 scenario that takes `--tiny` gets a fixture built once for the whole run.
@@ -20,8 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
+from benchmarks.common import (
     REPO,
     RESULTS,
     Worker,
@@ -34,7 +33,7 @@ from common import (  # noqa: E402
     spread,
     work_cells,
     write_results,
-)  # noqa: E402
+)
 
 SCENARIOS = REPO / "tests" / "parity_scenarios"
 ORACLE = REPO / ".oracle" / "trl-1.12"
@@ -102,7 +101,7 @@ def main() -> None:
     results = {"machine": machine(), "reps": args.reps, "note": args.note, "ports": {}}
     results["unfinished"] = args.keys or discover()
     for key in list(results["unfinished"]):
-        command = [sys.executable, __file__, key, "--work", str(work / key)]
+        command = [sys.executable, "-m", "benchmarks.ports", key, "--work", str(work / key)]
         command += ["--fixture", str(fixture)] if takes_tiny(key) else []
         ours = Worker(f"{key}-ours", [*command, "--worker", "ours"], work)
         original = Worker(

@@ -11,8 +11,8 @@ Only `trainer.train()` is timed (benchmarks/common.py), so what differs is what 
 changes inside the loop: the dataset it hands over, its reward functions, model-loading options.
 Goal: script / bare <= 1.03. Also reports each worker's peak RSS.
 
-    .venv/bin/python benchmarks/scripts.py                 # every script, 3 repetitions
-    .venv/bin/python benchmarks/scripts.py dpo grpo --reps 5 --steps 20
+    .venv/bin/python -m benchmarks.scripts                 # every script, 3 repetitions
+    .venv/bin/python -m benchmarks.scripts dpo grpo --reps 5 --steps 20
 
 New scripts are found automatically; their bare counterparts come from the method table
 (`annotated_trl.methods`: the trainer's classes and the models it holds).
@@ -29,9 +29,7 @@ from pathlib import Path
 import yaml
 
 from annotated_trl.methods import METHODS, Method
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
+from benchmarks.common import (
     REPO,
     RESULTS,
     Worker,
@@ -44,7 +42,7 @@ from common import (  # noqa: E402
     spread,
     work_cells,
     write_results,
-)  # noqa: E402
+)
 
 EXAMPLES = REPO / "annotated_examples"
 SIDES = ("script", "bare")
@@ -239,7 +237,7 @@ def main() -> None:
             results["missing_bare_builder"].append(key)
             print(f"{key}: no row in BARE, skipped", flush=True)
             continue
-        command = [sys.executable, __file__, key, "--steps", str(args.steps)]
+        command = [sys.executable, "-m", "benchmarks.scripts", key, "--steps", str(args.steps)]
         command += ["--fixture", str(fixture), "--work", str(work / key)]
         sides = [Worker(f"{key}-{side}", [*command, "--worker", side], work) for side in SIDES]
         result = compare(*sides, reps=args.reps)

@@ -7,9 +7,9 @@ The smoke tests start their subprocess runs ahead in background threads (tests/s
 so a smoke test's time is its own in-process work plus any wait for its subprocess, and the
 marker times add up to the wall time only roughly.
 
-    .venv/bin/python benchmarks/suite.py                     # the whole suite, once (~24 min)
-    .venv/bin/python benchmarks/suite.py -m smoke --reps 3   # one selection: the smoke budget
-    .venv/bin/python benchmarks/suite.py --import-floor -m smoke --reps 3  # and its floor
+    .venv/bin/python -m benchmarks.suite                     # the whole suite, once (~24 min)
+    .venv/bin/python -m benchmarks.suite -m smoke --reps 3   # one selection: the smoke budget
+    .venv/bin/python -m benchmarks.suite --import-floor -m smoke --reps 3  # and its floor
 
 Every run also reports the CPU time it used (pytest and every process it started), so the wall
 time can be read against the cores: a run that keeps both cores of the CI machine busy cannot
@@ -35,8 +35,7 @@ import time
 import tomllib
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import OFFLINE_ENV, REPO, RESULTS, machine, render  # noqa: E402
+from benchmarks.common import OFFLINE_ENV, REPO, RESULTS, machine, render
 
 NAME = "suite"
 RECORDS_ENV = "SUITE_BENCH_RECORDS"  # where the plugin writes its records (one JSON line a test)
@@ -91,11 +90,9 @@ def run_suite(selection: list[str]) -> dict:
     records = Path(tempfile.mkstemp(prefix="suite-", suffix=".jsonl")[1])
     started = time.time()
     pytest = Path(sys.executable).with_name("pytest")  # the README's `.venv/bin/pytest`
-    command = [str(pytest), "-p", "suite", "-p", "no:cacheprovider", "-q", *selection]
+    # The plugin is this module, found from the repository root (pyproject.toml's `pythonpath`).
+    command = [str(pytest), "-p", "benchmarks.suite", "-p", "no:cacheprovider", "-q", *selection]
     env = {**os.environ, **OFFLINE_ENV, RECORDS_ENV: str(records)}
-    env["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [str(Path(__file__).parent), env.get("PYTHONPATH")])
-    )
     start, cpu_before = time.perf_counter(), children_cpu_s()
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
     wall, cpu = time.perf_counter() - start, children_cpu_s() - cpu_before

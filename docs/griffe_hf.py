@@ -16,59 +16,15 @@ clutter) `mkdocs build --strict` with mkdocstrings; this extension fixes them at
    would reject) becomes an absolute link to huggingface.co/docs/trl; [text](#anchor) (a heading
    of the HF page that shows the docstring, absent here) becomes plain text.
 
+1, 3 and 4 are text rewrites, `annotated_trl.hf_docstrings.clean`, shared with the knob tables.
 Referenced from mkdocs.yml (mkdocstrings python handler, `extensions:`).
 """
 
 import ast
-import re
 
 import griffe
 
-QUOTE = re.compile(r"^([ \t]*)> ?(.*)$")
-CALLOUT = re.compile(r"^\[!(\w+)\]\s*$")  # "[!NOTE]", the first line of a callout
-LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d+\.)\s")
-HF_PARAM = re.compile(r"^([ \t]+\w+) \(`.*\):[ \t]*$", re.M)  # description on the next line
-CROSS_REF = re.compile(r"\[`(~?)([\w.]+)`\]")  # [`~a.b.Name`] -> `Name`, [`a.Name`] -> `a.Name`
-DOC_PAGE_LINK = re.compile(r"\]\(([a-z][\w-]*(?:#[\w-]+)?)\)")  # ](kernels_hub) -> TRL docs page
-LOCAL_ANCHOR = re.compile(r"\[([^\]]+)\]\(#[\w-]+\)")  # [text](#heading): a heading of HF's page
-
-
-def _blocks(text: str) -> str:
-    """Drop lone "> header" lines; turn "> [!NOTE]" callouts into "!!! note" admonitions."""
-    lines, out, i = text.split("\n"), [], 0
-    while i < len(lines):
-        m = QUOTE.match(lines[i])
-        if not m:
-            out.append(lines[i])
-            i += 1
-            continue
-        indent, run = m.group(1), []
-        while i < len(lines) and (q := QUOTE.match(lines[i])):
-            run.append(q.group(2))
-            i += 1
-        callout = CALLOUT.match(run[0])
-        if callout:
-            out += [f"{indent}!!! {callout.group(1).lower()}", ""]
-            for previous, line in zip([""] + run[1:], run[1:], strict=False):
-                # Python-Markdown starts a list only after a blank line ("text:\n- a" is one
-                # paragraph); GitHub does not need it, so HF's callouts omit it.
-                if LIST_ITEM.match(line) and previous.strip() and not LIST_ITEM.match(previous):
-                    out.append("")
-                out.append(f"{indent}    {line}")
-        elif len(run) > 1:  # an ordinary quotation: keep it
-            out += [f"{indent}> {line}" for line in run]
-        elif i < len(lines) and not lines[i].strip():
-            i += 1  # a lone group header: drop it and the blank line after it
-    return "\n".join(out)
-
-
-def clean(text: str) -> str:
-    """HF doc-builder docstring -> google style that mkdocstrings renders without warnings."""
-    text = _blocks(text)
-    text = HF_PARAM.sub(r"\1:", text)
-    text = CROSS_REF.sub(lambda m: f"`{m[2].split('.')[-1] if m[1] else m[2]}`", text)
-    text = LOCAL_ANCHOR.sub(r"\1", text)  # that heading does not exist here: keep the words
-    return DOC_PAGE_LINK.sub(r"](https://huggingface.co/docs/trl/\1)", text)
+from annotated_trl.hf_docstrings import clean
 
 
 def _field_call(node) -> ast.Call | None:

@@ -86,7 +86,7 @@ def pytest_addoption(parser):
         type=int,
         default=0,
         help="add this to every learning test's seeds, to measure how its numbers spread "
-        "(benchmarks/cross_cpu.py --seed-offsets); the suite runs offset 0",
+        "(python -m benchmarks.cross_cpu --seed-offsets); the suite runs offset 0",
     )
 
 

@@ -1,6 +1,6 @@
 """The benchmarks' own code paths, checked on CPU (they are run by hand, not timed in CI).
 
-`benchmarks/gpu.py --allow-cpu --tiny` runs the GPU harness's whole pipeline (model building
+`python -m benchmarks.gpu --allow-cpu --tiny` runs the GPU harness's whole pipeline (model building
 from a config, a script run as a user runs it, the FLOP and step counters, the report) on a tiny
 model for 2 steps; without a GPU and without that flag it must refuse in one line.
 `benchmarks/suite.py` times a real pytest run of two small test files and files each test under
@@ -17,15 +17,14 @@ import pytest
 from support.processes import OFFLINE_ENV, REPO
 
 from annotated_trl.methods import METHODS
+from benchmarks import cross_cpu, gpu, ports
 
-GPU = REPO / "benchmarks" / "gpu.py"
+GPU = [sys.executable, "-m", "benchmarks.gpu"]
 NO_GPU = {**os.environ, **OFFLINE_ENV, "CUDA_VISIBLE_DEVICES": ""}
 
 
 def test_benchmarks_gpu_refuses_without_a_gpu():
-    done = subprocess.run(
-        [sys.executable, str(GPU)], cwd=REPO, env=NO_GPU, capture_output=True, text=True
-    )
+    done = subprocess.run(GPU, cwd=REPO, env=NO_GPU, capture_output=True, text=True)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "no CUDA device" in lines[0] and "--allow-cpu --tiny" in lines[0]
@@ -36,7 +35,7 @@ def test_benchmarks_gpu_refuses_without_a_gpu():
 def tiny_gpu_report(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu-report")
     done = subprocess.run(
-        [sys.executable, str(GPU), "--allow-cpu", "--tiny", "sft", "--out", str(out)],
+        [*GPU, "--allow-cpu", "--tiny", "sft", "--out", str(out)],
         cwd=REPO,
         env=NO_GPU,
         capture_output=True,
@@ -69,11 +68,8 @@ def test_benchmarks_gpu_counts_six_n_flops_per_trained_token(tiny, tiny_gpu_repo
     (run,) = tiny_gpu_report[0]["runs"]
     from transformers import AutoConfig, Qwen2ForCausalLM
 
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from gpu import SIZES
-
     config = AutoConfig.from_pretrained(tiny.policy)  # the fixture tokenizer's vocabulary
-    for name, value in SIZES["tiny"].items():
+    for name, value in gpu.SIZES["tiny"].items():
         setattr(config, name, value)
     parameters = sum(p.numel() for p in Qwen2ForCausalLM(config).parameters())
     assert run["policy_parameters"] == parameters
@@ -86,7 +82,7 @@ def test_benchmarks_suite_times_tests_by_marker(tmp_path):
     selection = ["tests/test_fixtures.py", "tests/test_kl_math.py"]  # quick: tensors, no training
     one_process = {**os.environ, "PYTEST_ADDOPTS": "-n 0"}  # two workers would import it all twice
     done = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "suite.py"), *selection, "--out", tmp_path],
+        [sys.executable, "-m", "benchmarks.suite", *selection, "--out", tmp_path],
         cwd=REPO,
         env=one_process,
         capture_output=True,
@@ -117,8 +113,7 @@ def test_benchmarks_suite_times_tests_by_marker(tmp_path):
 def test_benchmarks_ports_repeats_a_scenario_in_one_worker_per_side(tmp_path):
     """PRM, the quickest port: a warm-up and two timed runs per side, each in one process."""
     done = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "ports.py"), "prm", "--reps", "2"]
-        + ["--out", str(tmp_path)],
+        [sys.executable, "-m", "benchmarks.ports", "prm", "--reps", "2", "--out", str(tmp_path)],
         cwd=REPO,
         env={**os.environ, **OFFLINE_ENV},
         capture_output=True,
@@ -141,11 +136,6 @@ def test_benchmarks_ports_repeats_a_scenario_in_one_worker_per_side(tmp_path):
 
 def test_benchmarks_ports_finds_every_port_and_nothing_else():
     """Each scenario file is a port with its own parity test; helpers are not measured."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        import ports
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
     parity_tests = {
         p.name[len("test_") : -len("_parity.py")] for p in REPO.glob("tests/test_*_parity.py")
     }
@@ -156,8 +146,6 @@ def test_benchmarks_cross_cpu_keeps_each_tests_latest_record():
     """benchmarks/cross_cpu.py folds a `-k` rerun into a setting's record test by test, drops
     tests that no longer exist, reports the threshold a test asserts now, and counts the recorded
     values that fall short of it."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    import cross_cpu
 
     def run(at, *records):
         tests = [

@@ -13,16 +13,21 @@ import re
 from html.parser import HTMLParser
 from importlib.metadata import version
 from pathlib import Path
-from types import SimpleNamespace
 from urllib.parse import unquote, urljoin, urlsplit
 
 import griffe
 import pytest
-import trl_source
-from script_pages import split_script
 from support.docs import REPO, content_files, docs_pages, html_path, page_uri, site_pages
 from test_site_pages import METHODS as STATUS_METHODS
-from trl_source import SourceError, find_directives, import_object, resolve
+
+from annotated_trl.script_sections import split_script
+from annotated_trl.source_excerpts import (
+    SourceError,
+    expand_directives,
+    find_directives,
+    import_object,
+    resolve,
+)
 
 pytestmark = pytest.mark.docs
 
@@ -230,13 +235,13 @@ def test_trl_source_unresolvable_is_an_error(directive):
         resolve(directive)
 
 
-def test_unresolvable_directive_warns_with_page_and_directive(caplog):
-    """A warning is what makes `mkdocs build --strict` fail; it must say where and what."""
-    page = SimpleNamespace(file=SimpleNamespace(src_uri="annotated_trainers/sft.md"))
+def test_unresolvable_directive_warns_with_page_and_directive():
+    """A warning (the hook passes mkdocs' logger) is what makes `mkdocs build --strict` fail; it
+    must say where and what."""
     markdown = "Text\n\n    [[trl-source: trl.data_utils.no_such_function]]\n"
-    with caplog.at_level(logging.WARNING):
-        out = trl_source.on_page_markdown(markdown, page=page, config=None, files=None)
-    message = caplog.records[0].getMessage()
+    warnings = []
+    out = expand_directives(markdown, "annotated_trainers/sft.md", warnings.append)
+    (message,) = warnings
     assert "annotated_trainers/sft.md" in message
     assert "[[trl-source: trl.data_utils.no_such_function]]" in message
     assert "    !!! failure" in out  # `mkdocs serve` shows the problem in place
@@ -354,9 +359,10 @@ def test_script_page_is_two_columns(built_site, script):
 
 def test_directive_keeps_the_text_after_it_outside_the_code():
     """The blank line after a directive survives, so the notes after it stay a Markdown list."""
-    page = SimpleNamespace(file=SimpleNamespace(src_uri="annotated_trainers/sft.md"))
     markdown = "[[trl-source: trl.data_utils.is_conversational]]\n\n1. A note.\n"
-    out = trl_source.on_page_markdown(markdown, page=page, config=None, files=None)
+    warnings = []
+    out = expand_directives(markdown, "annotated_trainers/sft.md", warnings.append)
+    assert not warnings
     assert out.endswith("```\n\n1. A note.\n")
 
 

@@ -11,17 +11,13 @@ Every `annotated_examples/*_training.py` is a case, so a new script fails here u
 file exists; the failure says which command creates it.
 """
 
-import importlib.util
 import json
 
 import pytest
 from support.processes import REPO
 
 from annotated_trl.methods import METHODS
-
-spec = importlib.util.spec_from_file_location("golden", REPO / "tools" / "golden.py")
-golden = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(golden)
+from tools import golden
 
 KEYS = golden.script_keys()
 

@@ -32,9 +32,7 @@ from annotated_trl.memory import (
     precision_for,
 )
 from annotated_trl.methods import METHODS
-
-sys.path.insert(0, str(REPO / "benchmarks"))
-import memory_check  # noqa: E402
+from benchmarks import memory_check
 
 pytestmark = pytest.mark.math
 

@@ -7,7 +7,6 @@ The list of methods is read from STATUS.md's table (its rows), never written out
 import ast
 import dataclasses
 import importlib
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -20,20 +19,11 @@ from annotated_trl import memory
 from annotated_trl.cli import main as cli_main
 from annotated_trl.data import FORMATS, METHOD_FORMATS, DatasetError, check_rows, detect_format
 from annotated_trl.methods import METHODS as TABLE
+from tools import status
 
 pytestmark = pytest.mark.docs
 
 DOCS = REPO / "docs"
-
-
-def _status_tool():
-    spec = importlib.util.spec_from_file_location("status_tool", REPO / "tools" / "status.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-STATUS_TOOL = _status_tool()
 
 
 def status_methods() -> dict[str, str]:
@@ -43,7 +33,7 @@ def status_methods() -> dict[str, str]:
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if line.startswith("|") and cells[0] not in ("Method", "") and not set(cells[0]) <= {"-"}:
             names.append(cells[0])
-    by_name = {name: key for key, (name, _) in STATUS_TOOL.METHODS.items()}
+    by_name = {name: key for key, (name, _) in status.METHODS.items()}
     unknown = [n for n in names if n not in by_name]
     assert not unknown, f"STATUS.md rows with no key in tools/status.py: {unknown}"
     return {by_name[n]: n for n in names}
@@ -185,7 +175,7 @@ def test_compare_row_matches_the_code(key):
 
 def config_class(key: str):
     """The method's config class: in trl, trl.experimental.<key>, or our port."""
-    name = STATUS_TOOL.METHODS[key][1].replace("Trainer", "Config")
+    name = status.METHODS[key][1].replace("Trainer", "Config")
     for module in ("trl", f"trl.experimental.{key}", f"annotated_trl.trainers.{key}"):
         try:
             return getattr(importlib.import_module(module), name)

@@ -6,15 +6,11 @@ new hashes with `python tools/trl_manifest.py --update` (the upgrade procedure i
 CONTRIBUTING.md).
 """
 
-import importlib.util
 import json
 
 import pytest
-from support.processes import REPO
 
-spec = importlib.util.spec_from_file_location("trl_manifest", REPO / "tools" / "trl_manifest.py")
-trl_manifest = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(trl_manifest)
+from tools import trl_manifest
 
 pytestmark = pytest.mark.docs
 

@@ -1,4 +1,4 @@
-"""Walkthrough notes sit beside the lines they explain (docs/hooks/trl_source.py, "walks").
+"""Walkthrough notes sit beside the lines they explain (annotated_trl.source_excerpts, "walks").
 
 Every excerpt of TRL's source on a walkthrough page is cut into steps of at most MAX_STEP_LINES
 lines, each beside its note; a note names its line by content, so a TRL upgrade that removes the
@@ -6,18 +6,17 @@ line fails here and in the strict build.
 """
 
 import dataclasses
-import logging
 import re
-from types import SimpleNamespace
 
 import pytest
-import trl_source
-from config_tables import config_table
 from support.docs import REPO, html_path
-from trl_source import (
+
+from annotated_trl.config_tables import config_table
+from annotated_trl.source_excerpts import (
     MAX_STEP_LINES,
     SourceError,
     cut_into_steps,
+    expand_directives,
     find_directives,
     find_walks,
     import_object,
@@ -88,14 +87,13 @@ def test_a_long_step_must_be_cut_or_folded():
     assert folded.note.kind == "fold"
 
 
-def test_an_unresolvable_walk_warns_with_page_and_directive(caplog):
-    """The warning is what fails `mkdocs build --strict`."""
-    page = SimpleNamespace(file=SimpleNamespace(src_uri="annotated_trainers/x.md"))
-    with caplog.at_level(logging.WARNING):
-        out = trl_source.on_page_markdown(
-            walk("[[note `gone from TRL`]] x"), page=page, config=None, files=None
-        )
-    message = caplog.records[0].getMessage()
+def test_an_unresolvable_walk_warns_with_page_and_directive():
+    """The warning (the hook passes mkdocs' logger) is what fails `mkdocs build --strict`."""
+    warnings = []
+    out = expand_directives(
+        walk("[[note `gone from TRL`]] x"), "annotated_trainers/x.md", warnings.append
+    )
+    (message,) = warnings
     assert "annotated_trainers/x.md" in message and "gone from TRL" in message
     assert "!!! failure" in out
 
@@ -124,7 +122,7 @@ def test_built_walkthrough_shows_each_note_beside_its_code(built_site, path):
     assert page.count('class="docco-doc"') == page.count('class="docco-code"')
 
 
-# --- Config knob tables (docs/hooks/config_tables.py) -----------------------------------------
+# --- Config knob tables (annotated_trl.config_tables) -----------------------------------------
 
 CONFIG_DIRECTIVE = re.compile(r"^\[\[trl-config:\s*([\w.]+)((?:\s+\w+)+)\s*\]\]", re.M)
 

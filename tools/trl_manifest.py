@@ -3,10 +3,10 @@
     python tools/trl_manifest.py            list what drifted; exit 1 if anything did
     python tools/trl_manifest.py --update   rewrite trl_manifest.json (after re-reading the pages)
 
-A page cites library code in three ways: `[[trl-source: trl.x.Y.method ...]]` excerpts (rendered
-by docs/hooks/trl_source.py), `[[trl-config: trl.XConfig ...]]` knob tables (config_tables.py) and
-`::: trl.XConfig` API blocks (rendered by mkdocstrings). The pages
-explain that code line by line, so when an upgrade changes it, the explanation may be wrong
+A page cites library code in three ways: `[[trl-source: trl.x.Y.method ...]]` excerpts
+(annotated_trl.source_excerpts), `[[trl-config: trl.XConfig ...]]` knob tables
+(annotated_trl.config_tables) and `::: trl.XConfig` API blocks (rendered by mkdocstrings). The
+pages explain that code line by line, so when an upgrade changes it, the explanation may be wrong
 while the site still builds. `trl_manifest.json` stores, for each citation, a sha256 of exactly
 the source the page shows (resolved by the same resolver the site uses) in the pinned TRL;
 `tests/test_trl_drift.py` fails when the installed source differs, naming the pages to re-read.
@@ -21,12 +21,11 @@ import sys
 from importlib.metadata import version
 from pathlib import Path
 
+from annotated_trl.config_tables import CONFIG_RE
+from annotated_trl.source_excerpts import SourceError, find_directives, resolve
+
 REPO = Path(__file__).resolve().parent.parent
 MANIFEST = REPO / "trl_manifest.json"
-sys.path.insert(0, str(REPO / "docs" / "hooks"))
-
-from config_tables import CONFIG_RE  # noqa: E402
-from trl_source import SourceError, find_directives, resolve  # noqa: E402
 
 # Where pages live: the three content folders and docs/ (the scripts' comments become pages too).
 PAGE_GLOBS = ("docs/**/*.md", "annotated_trainers/*.md", "reference_guides/*.md")

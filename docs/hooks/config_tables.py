@@ -1,67 +1,16 @@
 """Replace `[[trl-config: trl.GRPOConfig num_generations beta ...]]` with a table of those fields
 of the installed config class: the knob, its default and its help text, read from the class at
-build time (never copied into a page). A name the class does not have is a warning, so the
-strict build fails.
+build time (never copied into a page). The tables are made by `annotated_trl.config_tables`
+(the drift guard and the tests use it too); a name the class does not have is a warning here,
+so the strict build fails.
 """
 
-import dataclasses
-import re
-import sys
-from pathlib import Path
-
 from mkdocs.plugins import get_plugin_logger
-from trl_source import SourceError, import_object
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # docs/, for griffe_hf
-from griffe_hf import clean  # noqa: E402  (HF cross-references and links, as mkdocstrings shows them)
+from annotated_trl.config_tables import expand_config_tables
 
 log = get_plugin_logger("config_tables")
 
-CONFIG_RE = re.compile(
-    r"^\[\[trl-config:\s*(?P<cls>[\w.]+)(?P<names>(?:\s+\w+)+)\s*\]\][ \t]*$", re.M
-)
-
-
-def default_of(field: dataclasses.Field) -> str:
-    if field.default is not dataclasses.MISSING:
-        return repr(field.default)
-    if field.default_factory is not dataclasses.MISSING:
-        return repr(field.default_factory())
-    return "required"
-
-
-def cell(text: str) -> str:
-    """Help text as one table cell: paragraphs and list items on their own lines."""
-    lines = [line.strip() for line in clean(text).strip().splitlines()]
-    out: list[str] = []
-    for line in lines:
-        if not line or line.startswith(("- ", "* ")):
-            out.append("<br>" if not line else f"<br>{line}")
-        else:
-            out.append(line)
-    return re.sub(r"(<br>\s*)+", "<br>", " ".join(out)).replace("|", "\\|")
-
-
-def config_table(dotted: str, names: list[str]) -> str:
-    cls = import_object(dotted)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = [n for n in names if n not in fields]
-    if unknown:
-        raise SourceError(f"{dotted} has no field {', '.join(map(repr, unknown))}")
-    rows = ["| Knob | Default | What it does |", "|---|---|---|"]
-    for name in names:
-        field = fields[name]
-        default = default_of(field).replace("|", "\\|")
-        rows.append(f"| `{name}` | `{default}` | {cell(field.metadata.get('help', '—'))} |")
-    return "\n".join(rows)
-
 
 def on_page_markdown(markdown, page, config, files):
-    def replace(m):
-        try:
-            return config_table(m["cls"], m["names"].split())
-        except (SourceError, ImportError, TypeError) as e:
-            log.warning(f"{page.file.src_uri}: [[trl-config: {m['cls']} ...]]: {e}")
-            return f'!!! failure "Unresolved config table"\n\n    `{m["cls"]}`: {e}'
-
-    return CONFIG_RE.sub(replace, markdown)
+    return expand_config_tables(markdown, page.file.src_uri, log.warning)

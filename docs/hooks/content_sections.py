@@ -8,7 +8,8 @@
   (Walkthrough, Math, Script), then any content page that belongs to no method (the notation);
 - every page of a method starts with a bar that links its three pages.
 
-Files are read from the repository folders in place, and `mkdocs serve` watches them.
+Files are read from the repository folders in place, and `mkdocs serve` watches them. Which
+files are pages, and the page each becomes, is `annotated_trl.content_pages` (the tests use it).
 """
 
 import re
@@ -16,17 +17,11 @@ from itertools import groupby
 from pathlib import Path
 
 from mkdocs.structure.files import File
-from script_pages import script_to_markdown, split_script
+from script_pages import script_to_markdown
 
+from annotated_trl.content_pages import OVERVIEW, SECTIONS, page_uri, section_sources
 from annotated_trl.methods import BY_KEY, FLOWS, METHODS
-
-# folder -> glob of its page sources
-SECTIONS = {
-    "annotated_trainers": "*.md",
-    "reference_guides": "*.md",
-    "annotated_examples": "*_training.py",
-}
-
+from annotated_trl.script_sections import split_script
 
 # The three pages of a method, as the navigation and the method bar label them.
 KINDS = {
@@ -34,25 +29,10 @@ KINDS = {
     "reference_guides": "Math",
     "annotated_examples": "Script",
 }
-OVERVIEW = "methods/index.md"  # the index of the "Methods" section
 
 
 def _root(config) -> Path:
     return Path(config.config_file_path).parent
-
-
-def section_sources(root: Path) -> dict[str, list[Path]]:
-    """Every content file, by section folder. The tests use this too."""
-    return {
-        folder: sorted(p for p in (root / folder).glob(pattern) if p.name != "index.md")
-        for folder, pattern in SECTIONS.items()
-    }
-
-
-def page_uri(path: Path) -> str:
-    """Site source path of a content file: the script page is a .md beside the script."""
-    name = path.stem + ".md" if path.suffix == ".py" else path.name
-    return f"{path.parent.name}/{name}"
 
 
 def page_title(path: Path) -> str:

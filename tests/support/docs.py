@@ -11,13 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from annotated_trl.content_pages import OVERVIEW, page_uri, section_sources
 from support.once import built_once
 from support.processes import REPO
-
-HOOKS = REPO / "docs" / "hooks"
-sys.path.insert(0, str(HOOKS))  # the tests reuse the hooks' own functions
-
-from content_sections import OVERVIEW, page_uri, section_sources  # noqa: E402
 
 # docs/ holds pages plus build machinery that is not content.
 NOT_PAGES = ("hooks/", "overrides/")

@@ -1,0 +1,1 @@
+"""Maintenance scripts (`python tools/<name>.py`); a package so the tests can import them."""
