@@ -18,10 +18,11 @@ import re
 from pathlib import Path
 
 import pytest
-from script_pages import split_script
 from support.docs import REPO, content_files, docs_pages, html_path, page_uri
 from support.processes import OFFLINE_ENV
 from support.warm import shared
+
+from annotated_trl.script_sections import split_script
 
 pytestmark = pytest.mark.docs
 

@@ -1,99 +1,14 @@
 """Turn an annotated training script into a two-column Markdown page (docco/pycco style).
 
 Not a hook by itself: content_sections.py calls `script_to_markdown` for every
-annotated_examples/<key>_training.py, and the tests call `split_script` directly.
-
-Rules:
-- the module docstring is the page intro (Markdown); its first line is the page title;
-- a run of consecutive full-line comments that start at column 0 with "# " or a bare "#" is
-  Markdown for the LEFT column; the code after it, up to the next such run, is the RIGHT column;
-- indented comments, trailing comments, the shebang ("#!") and "# /// script" metadata blocks
-  stay in the code. A "#" inside a string is not a comment (we ask `tokenize`, not a regex).
+annotated_examples/<key>_training.py. The script is cut by `annotated_trl.script_sections`
+(its rules are there): each section's prose goes in the LEFT column, its code in the RIGHT.
 """
 
-import ast
 import html
-import io
 import re
-import tokenize
-from dataclasses import dataclass
 
-METADATA_START = re.compile(r"^# /// [a-zA-Z0-9-]+\s*$")  # PEP 723: "# /// script"
-METADATA_END = "# ///"
-
-
-@dataclass
-class Section:
-    doc: str  # Markdown for the left column ("" when the code has no comment above it)
-    code: str  # Python for the right column
-    first_line: int  # 1-based line number of `code`'s first line in the script
-
-
-def _prose_lines(source: str) -> set[int]:
-    """Line numbers (1-based) that are column-0 "# ..." comments, outside metadata blocks."""
-    rows = set()
-    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
-        at_col0 = tok.type == tokenize.COMMENT and tok.start[1] == 0
-        if at_col0 and (tok.string == "#" or tok.string.startswith("# ")):
-            rows.add(tok.start[0])
-    # A "# /// script ... # ///" block is data for tools like `uv run`: keep it as code.
-    in_metadata = False
-    for n, line in enumerate(source.splitlines(), start=1):
-        if not in_metadata and METADATA_START.match(line):
-            in_metadata = True
-        if in_metadata:
-            rows.discard(n)
-            if line.rstrip() == METADATA_END:
-                in_metadata = False
-    return rows
-
-
-def split_script(source: str) -> tuple[str, list[Section]]:
-    """Return (module docstring, sections) for a script's source text."""
-    tree = ast.parse(source)
-    docstring, doc_rows = "", set()
-    first = tree.body[0] if tree.body else None
-    if (
-        isinstance(first, ast.Expr)
-        and isinstance(first.value, ast.Constant)
-        and isinstance(first.value.value, str)
-    ):
-        docstring = ast.get_docstring(tree) or ""
-        doc_rows = set(range(first.lineno, first.end_lineno + 1))
-    prose = _prose_lines(source)
-
-    # Each raw section: (comment lines, [(line number, code line), ...]).
-    raw: list[tuple[list[str], list[tuple[int, str]]]] = [([], [])]
-    for n, line in enumerate(source.splitlines(), start=1):
-        comments, code = raw[-1]
-        has_code = any(text.strip() for _, text in code)
-        if n in doc_rows:
-            # The docstring moved to the intro; break here so each code block stays contiguous.
-            if has_code or comments:
-                raw.append(([], []))
-        elif n in prose:
-            if has_code:
-                raw.append(([line[2:]], []))
-            else:
-                # Blank lines between two comment runs are a paragraph break, not code.
-                if code and comments:
-                    comments.append("")
-                code.clear()
-                comments.append(line[2:])
-        else:
-            code.append((n, line))
-
-    sections = []
-    for comments, code in raw:
-        while code and not code[0][1].strip():  # trim blank lines around the code
-            code.pop(0)
-        while code and not code[-1][1].strip():
-            code.pop()
-        doc = "\n".join(comments).strip("\n")
-        if doc or code:
-            first_line = code[0][0] if code else 0
-            sections.append(Section(doc, "\n".join(text for _, text in code), first_line))
-    return docstring, sections
+from annotated_trl.script_sections import split_script
 
 
 def _fence(code: str) -> str:
@@ -112,11 +27,14 @@ def script_to_markdown(source: str, script_name: str) -> str:
     # copies `data-clipboard-text`. Newlines are encoded so the raw HTML stays on one line,
     # out of reach of the Markdown block parsers.
     attr = html.escape(source, quote=True).replace("\n", "&#10;")
+    notebook = script_name.removesuffix(".py") + ".ipynb"
     parts = [
         f"# {title}",
         intro.strip(),
         '<div class="docco-actions" markdown="1">',
         f"[Download `{script_name}`]({script_name}){{ .md-button download }}",
+        # docs/hooks/notebooks.py publishes the notebook beside the script.
+        f"[Download as a notebook]({notebook}){{ .md-button download }}",
         f'<p><button class="md-button" data-clipboard-text="{attr}">'
         "Copy the whole script</button></p>",
         "</div>",

@@ -11,6 +11,7 @@ annotated-trl doctor --method grpo --config annotated_examples/recipes/grpo.yaml
     --dataset, --model replace the recipe's, --num_processes counts the GPUs
 annotated-trl memory Qwen2.5-1.5B --method dpo --seq_len 2048 --lora_rank 16
     one GPU's training memory by part, offline, for a config.json, model folder or preset
+annotated-trl notebook sft --out .              sft_training.ipynb, made from the script
 """
 
 import argparse
@@ -142,6 +143,37 @@ def _memory(args: argparse.Namespace) -> int:
     return 0
 
 
+def _notebook(args: argparse.Namespace) -> int:
+    """Write <out>/<key>_training.ipynb from annotated_examples/<key>_training.py (exit 0), or
+    one error line (exit 2)."""
+    from annotated_trl.methods import BY_KEY
+    from annotated_trl.notebook import notebook_json
+
+    if args.method not in BY_KEY:
+        print(
+            f"error: unknown method {args.method!r}; one of: {', '.join(BY_KEY)}", file=sys.stderr
+        )
+        return 2
+    # The scripts are not part of the installed package: they live in the repository.
+    examples = Path(__file__).resolve().parents[2] / "annotated_examples"
+    script = examples / f"{args.method}_training.py"
+    if not script.is_file():
+        print(
+            f"error: {script}: no such file (install from a clone of the repository)",
+            file=sys.stderr,
+        )
+        return 2
+    out = Path(args.out) / f"{script.stem}.ipynb"
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(notebook_json(script), encoding="utf-8")
+    except OSError as error:
+        print(f"error: --out {args.out}: {error.strerror or error}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}; run it from the repository root")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from annotated_trl.data import METHOD_FORMATS
     from annotated_trl.lab.experiments import ORDER
@@ -202,6 +234,12 @@ def main(argv: list[str] | None = None) -> int:
     memory.add_argument("--lora_rank", type=int, default=None, help="LoRA r (default: full)")
     memory.add_argument("--no_gradient_checkpointing", action="store_true")
     memory.set_defaults(run=_memory)
+
+    notebook = commands.add_parser("notebook", help="an annotated script as a Jupyter notebook")
+    # Checked by _notebook, not by `choices`: argparse would answer with its usage text too.
+    notebook.add_argument("method", help="the method's key, e.g. sft or grpo")
+    notebook.add_argument("--out", default=".", help="folder to write <method>_training.ipynb to")
+    notebook.set_defaults(run=_notebook)
 
     args = parser.parse_args(argv)
     return args.run(args)
