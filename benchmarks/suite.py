@@ -209,9 +209,10 @@ def table(results: dict) -> str:
             f"{len(floor['scripts'])} example scripts in a fresh process (`--help`: its imports, "
             f"nothing else) costs {min(costs):.1f}–{max(costs):.1f} CPU-s, "
             f"{floor['total_cpu_s']:.0f} CPU-s in all: what a bare `python script.py` costs "
-            f"before its first step. The suite starts every script that way once (the bad-input "
-            f"test, {floor['total_cpu_s'] / floor['cores']:.0f} s on {floor['cores']} cores); "
-            "every other script run is forked from a warm interpreter (tests/support/warm.py).\n"
+            "before its first step. The suite starts one script that way, where what a user's "
+            "terminal shows is the point (tests/test_badinput.py), and the invocation tests a few "
+            "more; every other script run is forked from a warm interpreter "
+            "(tests/support/warm.py).\n"
         )
     return "\n".join(parts)
 
