@@ -26,7 +26,7 @@ EPS = 0.1  # label_smoothing where a loss uses it
 TAU = 0.05  # discopop_tau, DPOConfig's default
 
 
-def make_trainer(tiny, tmp_path, rows=8, **overrides) -> DPOTrainer:
+def make_trainer(tiny, tmp_path, rows=8, trainer_class=DPOTrainer, callbacks=None, **overrides):
     dataset = load_dataset("json", data_files=str(tiny.data / "preference" / "train.jsonl"))
     settings = {
         "output_dir": str(tmp_path),
@@ -41,11 +41,12 @@ def make_trainer(tiny, tmp_path, rows=8, **overrides) -> DPOTrainer:
         "disable_tqdm": True,
     }
     settings.update(overrides)
-    trainer = DPOTrainer(
+    trainer = trainer_class(
         model=str(tiny.policy),
         args=DPOConfig(**settings),
         train_dataset=dataset["train"].select(range(rows)),
         processing_class=AutoTokenizer.from_pretrained(tiny.policy),
+        callbacks=callbacks,
     )
     trainer.model.train()  # metrics are filed under "train" only in training mode
     return trainer
@@ -397,21 +398,6 @@ def test_dpo_bema_reference_is_the_bias_corrected_ema_of_the_policy(tiny, tmp_pa
     from trl.experimental.bema_for_ref_model import BEMACallback
     from trl.experimental.bema_for_ref_model import DPOTrainer as BEMADPOTrainer
 
-    dataset = load_dataset("json", data_files=str(tiny.data / "preference" / "train.jsonl"))
-    args = DPOConfig(
-        output_dir=str(tmp_path),
-        use_cpu=True,
-        bf16=False,
-        activation_checkpointing=False,
-        report_to="none",
-        max_length=64,
-        per_device_train_batch_size=2,
-        max_steps=5,
-        learning_rate=1e-2,
-        save_strategy="no",
-        seed=0,
-        disable_tqdm=True,
-    )
     bema = BEMACallback(
         update_freq=2,
         update_after=1,
@@ -423,12 +409,16 @@ def test_dpo_bema_reference_is_the_bias_corrected_ema_of_the_policy(tiny, tmp_pa
         ref_model_update_freq=2,
         ref_model_update_after=1,
     )
-    trainer = BEMADPOTrainer(
-        model=str(tiny.policy),
-        args=args,
-        train_dataset=dataset["train"].select(range(10)),
-        processing_class=AutoTokenizer.from_pretrained(tiny.policy),
+    trainer = make_trainer(
+        tiny,
+        tmp_path,
+        rows=10,
+        trainer_class=BEMADPOTrainer,
         callbacks=[bema],
+        per_device_train_batch_size=2,
+        max_steps=5,
+        learning_rate=1e-2,
+        save_strategy="no",
     )
     start = [p.detach().clone() for p in trainer.model.parameters()]
     seen = _EveryStep(trainer)

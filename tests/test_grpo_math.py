@@ -47,6 +47,21 @@ R2 = [1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0]
 WEIGHTS = [0.5, 2.0]
 
 
+# The settings the module's two trainers (GRPO's and GMPO's) share.
+SETTINGS = {
+    "use_cpu": True,
+    "bf16": False,
+    "activation_checkpointing": False,
+    "report_to": "none",
+    "num_generations": G,
+    "per_device_train_batch_size": G,
+    "gradient_accumulation_steps": GA,
+    "max_completion_length": T,
+    "beta": BETA,
+    "seed": 0,
+}
+
+
 @pytest.fixture(scope="module")
 def trainer(tiny, tmp_path_factory):
     dataset = Dataset.from_list(
@@ -57,19 +72,10 @@ def trainer(tiny, tmp_path_factory):
     )
     args = GRPOConfig(
         output_dir=str(tmp_path_factory.mktemp("grpo-math")),
-        use_cpu=True,
-        bf16=False,
-        gradient_checkpointing=False,
-        report_to="none",
-        num_generations=G,
-        per_device_train_batch_size=G,
-        gradient_accumulation_steps=GA,
-        max_completion_length=T,
-        beta=BETA,
+        **SETTINGS,
         epsilon=EPS,
         epsilon_high=EPS_HIGH,
         reward_weights=WEIGHTS,
-        seed=0,
     )
     trainer = GRPOTrainer(
         model=str(tiny.policy),
@@ -828,18 +834,9 @@ def gmpo_trainer(tiny, tmp_path_factory):
 
     args = GMPOConfig(
         output_dir=str(tmp_path_factory.mktemp("gmpo-math")),
-        use_cpu=True,
-        bf16=False,
-        activation_checkpointing=False,
-        report_to="none",
-        num_generations=G,
-        per_device_train_batch_size=G,
-        gradient_accumulation_steps=GA,
-        max_completion_length=T,
-        beta=BETA,
+        **SETTINGS,
         epsilon=GMPO_EPS,
         epsilon_high=GMPO_EPS_HIGH,
-        seed=0,
     )
     dataset = Dataset.from_list([{"prompt": [{"role": "user", "content": "What is 6 - 0?"}]}])
     trainer = GMPOTrainer(
