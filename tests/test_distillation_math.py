@@ -269,3 +269,149 @@ def test_distillation_num_items_in_batch_divides_the_sum(distillation_trainer):
     loss_mean = library(states_for_kernel(), 0.5)[0]
     loss_global = library(states_for_kernel(), 0.5, num_items_in_batch=torch.tensor(18))[0]
     torch.testing.assert_close(loss_global, loss_mean * 9 / 18, **TOL)
+
+
+# ---------------------------------------------------------------------------------------------
+# IW-OPD (trl.experimental.iw_opd): the sampled-token objective with position weights
+# ---------------------------------------------------------------------------------------------
+
+
+def iw_opd_reference(student_logits, teacher_logits, tokens, mask, gamma, temperature, rollout):
+    """Our IW-OPD loss, written token by token: per-token advantage a_t = log π_T - log π_old,
+    weight w_t = 1 + γ (1 - Σ_{s<t} |a_s| / Σ_s |a_s|), loss -Σ w_t a_t log π_θ / N."""
+    log_student = (student_logits / temperature).log_softmax(-1)
+    log_teacher = (teacher_logits / temperature).log_softmax(-1)
+    chosen_student = log_student.gather(-1, tokens[..., None])[..., 0]
+    chosen_teacher = log_teacher.gather(-1, tokens[..., None])[..., 0]
+    old = chosen_student.detach() if rollout is None else rollout
+    total = torch.zeros(())
+    weights = []
+    for i in range(tokens.shape[0]):
+        kept = [t for t in range(tokens.shape[1]) if mask[i, t]]
+        advantage = {t: float(chosen_teacher[i, t] - old[i, t]) for t in kept}
+        row_sum = sum(abs(a) for a in advantage.values())
+        seen = 0.0  # Σ_{s<t} |a_s|: the discrepancy accumulated before token t
+        for t in kept:
+            weight = 1 + gamma * (1 - seen / row_sum)
+            weights.append(weight)
+            total = total - weight * advantage[t] * chosen_student[i, t]
+            seen += abs(advantage[t])
+    return total / mask.sum(), torch.tensor(weights)
+
+
+def ragged_tokens():
+    g = torch.Generator().manual_seed(3)
+    student = torch.randn(3, 6, V, generator=g, requires_grad=True)
+    teacher = torch.randn(3, 6, V, generator=g) * 2
+    tokens = torch.randint(0, V, (3, 6), generator=g)
+    mask = torch.ones(3, 6, dtype=torch.bool)
+    mask[1, 4:] = False  # completions of 6, 4 and 2 tokens
+    mask[2, 2:] = False
+    rollout = torch.randn(3, 6, generator=g).clamp(max=-0.1) - 3  # sampler's log-probs
+    return student, teacher, tokens, mask, rollout
+
+
+@pytest.fixture(scope="module")
+def iw_opd_trainer(tiny, tmp_path_factory):
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl.experimental.iw_opd import IWOPDConfig, IWOPDTrainer
+
+    args = IWOPDConfig(
+        output_dir=str(tmp_path_factory.mktemp("iw_opd_math")),
+        use_cpu=True,
+        bf16=False,
+        report_to="none",
+        per_device_train_batch_size=2,
+        temperature=1.3,
+        iw_opd_gamma=0.7,
+    )
+    question = [{"role": "user", "content": "What is 1 + 1?"}]
+    return IWOPDTrainer(
+        model=AutoModelForCausalLM.from_pretrained(tiny.policy),
+        teacher_model=AutoModelForCausalLM.from_pretrained(tiny.teacher),
+        args=args,
+        train_dataset=Dataset.from_list([{"messages": question}] * 2),
+        processing_class=AutoTokenizer.from_pretrained(tiny.policy, padding_side="left"),
+    )
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.7, 3.0], ids=lambda g: f"iw-opd-gamma{g}")
+@pytest.mark.parametrize("sampler", ["student", "rollout"], ids=lambda s: f"iw-opd-{s}")
+def test_iw_opd_loss_and_gradient_match_reference(iw_opd_trainer, gamma, sampler):
+    """Guide, "IW-OPD": the loss, its gradient and the logged weights, on completions of 6, 4
+    and 2 tokens; the advantage against the current student or against the sampler's log-probs
+    (what vLLM returns). γ = 0 is plain sampled-token OPD (every weight 1)."""
+    trainer = iw_opd_trainer
+    student, teacher, tokens, mask, rollout = ragged_tokens()
+    rollout = rollout if sampler == "rollout" else None
+    labels = torch.where(mask, tokens, -100)
+    log_teacher = (teacher / 1.3).log_softmax(-1).gather(-1, tokens[..., None])[..., 0]
+    trainer.iw_opd_gamma = gamma
+    trainer.model.eval()  # the metrics land under "eval"
+    trainer._metrics["eval"].clear()
+    loss = trainer._compute_iw_opd_loss(student, tokens, labels, log_teacher, rollout)
+    (grad,) = torch.autograd.grad(loss, student)
+    expected, weights = iw_opd_reference(student, teacher, tokens, mask, gamma, 1.3, rollout)
+    (expected_grad,) = torch.autograd.grad(expected, student)
+    torch.testing.assert_close(loss, expected, **TOL)
+    torch.testing.assert_close(grad, expected_grad, **TOL)
+    logged = trainer._metrics["eval"]
+    assert logged["iw_opd/mean_weight"][-1] == pytest.approx(weights.mean().item(), rel=1e-5)
+    assert logged["iw_opd/max_weight"][-1] == pytest.approx(1 + gamma, rel=1e-6)  # first tokens
+    assert logged["iw_opd/min_weight"][-1] == pytest.approx(weights.min().item(), rel=1e-5)
+    assert logged["iw_opd/min_weight"][-1] >= 1.0  # weights lie in [1, 1 + γ]
+
+
+def test_iw_opd_weights_fall_along_the_completion(iw_opd_trainer):
+    """Each completion's weights start at 1 + γ and never rise; a token after a large
+    discrepancy loses more weight than one after a small one."""
+    student, teacher, tokens, mask, _ = ragged_tokens()
+    _, weights = iw_opd_reference(student, teacher, tokens, mask, 0.7, 1.3, None)
+    rows = torch.split(weights, mask.sum(1).tolist())
+    for row in rows:
+        assert row[0] == pytest.approx(1.7)
+        assert (row[1:] <= row[:-1] + 1e-7).all()
+    assert rows[0][1] > 1.0  # the last weight is above 1 unless the last |a| is zero
+
+
+def test_iw_opd_compute_loss_reads_the_completion_with_a_local_teacher(iw_opd_trainer):
+    """A real batch as generation builds it (prompts of different lengths, left-padded;
+    completions of different lengths, right-padded): `compute_loss` slices from the shortest
+    prompt's boundary, compares the completion tokens and nothing else."""
+    trainer = iw_opd_trainer
+    trainer.iw_opd_gamma = 0.7
+    inputs = completion_inputs(trainer.processing_class)
+    width_p, width_c = inputs["prompt_ids"].shape[1], inputs["completion_ids"].shape[1]
+    ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1)
+    attention = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1)
+    labels = torch.full_like(ids, -100)
+    completion = torch.zeros_like(ids, dtype=torch.bool)
+    completion[:, width_p:] = inputs["completion_mask"].bool()
+    labels[completion] = ids[completion]
+    batch = {"input_ids": ids, "attention_mask": attention, "labels": labels}
+    trainer.model.eval()
+    with torch.no_grad():
+        loss = trainer.compute_loss(trainer.model, batch)
+        student = trainer.model(input_ids=ids, attention_mask=attention).logits
+        teacher = trainer.teacher_model(input_ids=ids, attention_mask=attention).logits
+    assert trainer._compute_prompt_length(batch) < width_p  # the shorter prompt's length
+    predicting = slice(width_p - 1, width_p - 1 + width_c)
+    expected, _ = iw_opd_reference(
+        student[:, predicting],
+        teacher[:, predicting],
+        inputs["completion_ids"],
+        inputs["completion_mask"].bool(),
+        0.7,
+        1.3,
+        None,
+    )
+    torch.testing.assert_close(loss, expected, **TOL)
+
+
+def test_iw_opd_is_on_policy_only():
+    """The config refuses what the objective is not defined for: off-policy mixing (λ < 1)."""
+    from trl.experimental.iw_opd import IWOPDConfig
+
+    with pytest.raises(ValueError, match="requires lmbda=1.0"):
+        IWOPDConfig(output_dir="unused", use_cpu=True, bf16=False, lmbda=0.5)

@@ -531,3 +531,45 @@ def test_dpo_use_weighting_multiplies_by_wpo_weights(tiny, tmp_path):
     torch.testing.assert_close(loss, (per_pair * w_w * w_l).mean(), **TOL)
     # The weights are not 1: this is not plain DPO.
     assert abs(loss - per_pair.mean()) > 1e-3
+
+
+# Merge-model callback (trl.experimental.merge_model_callback): at the end of training, mergekit
+# merges the last checkpoint with the model the run started from.
+
+
+def test_dpo_merge_callback_writes_the_linear_merge_of_policy_and_start(tiny, tmp_path):
+    """`MergeConfig("linear")`: merged = (0.5 θ_T + 0.5 θ_0) / (0.5 + 0.5), in float16, written
+    to checkpoint-<last step>/merged; the target defaults to the model's own `_name_or_path`."""
+    from safetensors.torch import load_file
+    from trl.experimental.merge_model_callback import MergeConfig, MergeModelCallback
+
+    merge = MergeModelCallback(MergeConfig("linear"))
+    trainer = make_trainer(
+        tiny, tmp_path, rows=4, callbacks=[merge], max_steps=2, learning_rate=1e-2, save_steps=2
+    )
+    start = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+    trainer.train()
+    trained = {name: p.detach() for name, p in trainer.model.named_parameters()}
+    merged = load_file(tmp_path / "checkpoint-2" / "merged" / "model.safetensors")
+    assert merge.merge_config.target_model_path == str(tiny.policy)
+    for name, weight in trained.items():
+        if name not in merged:  # tied embeddings are saved once
+            continue
+        assert merged[name].dtype == torch.float16
+        expected = (0.5 * weight + 0.5 * start[name]).half()
+        torch.testing.assert_close(merged[name], expected, atol=2e-3, rtol=2e-3)
+    moved = max((trained[n] - start[n]).abs().max() for n in merged)
+    assert moved > 1e-2  # training moved the weights, so the half-way point is not the start
+
+
+def test_dpo_merge_callback_needs_a_checkpoint_at_the_last_step(tiny, tmp_path):
+    """With nothing saved at the end (`save_strategy="no"`) there is no checkpoint to merge:
+    mergekit takes the missing folder for a Hub repository name and fails on it, after training."""
+    from trl.experimental.merge_model_callback import MergeConfig, MergeModelCallback
+
+    merge = MergeModelCallback(MergeConfig("linear"))
+    trainer = make_trainer(
+        tiny, tmp_path, rows=4, callbacks=[merge], max_steps=1, save_strategy="no"
+    )
+    with pytest.raises(OSError, match="Repo id must be in the form.*checkpoint-1"):
+        trainer.train()
