@@ -19,7 +19,7 @@ from annotated_trl import memory
 from annotated_trl.cli import main as cli_main
 from annotated_trl.data import FORMATS, METHOD_FORMATS, DatasetError, check_rows, detect_format
 from annotated_trl.methods import METHODS as TABLE
-from tools import status
+from tools import generated_blocks, status
 
 pytestmark = pytest.mark.docs
 
@@ -210,6 +210,14 @@ def test_memory_page_tables_are_the_functions_output(function):
     block = re.search(start + r"\n(.*?)\n<!-- end generated -->", text, re.S)
     assert block, f"no generated block for {function}"
     assert block.group(1) == getattr(memory, function)()
+
+
+def test_generated_blocks_tool_rewrites_a_stale_block_and_keeps_the_rest():
+    """tools/generated_blocks.py: what the tests above compare is what the tool writes."""
+    text = page("memory.md")
+    stale = text.replace("| Qwen2.5-7B |", "| Qwen2.5-7B (stale) |", 1)
+    assert stale != text
+    assert generated_blocks.regenerate(stale) == generated_blocks.regenerate(text) == text
 
 
 def test_memory_page_prose_numbers_are_the_functions_output():
