@@ -111,9 +111,9 @@ def test_benchmarks_suite_times_tests_by_marker(tmp_path):
 
 
 def test_benchmarks_ports_repeats_a_scenario_in_one_worker_per_side(tmp_path):
-    """PRM, the quickest port: a warm-up and two timed runs per side, each in one process."""
+    """PRM, the quickest port: a warm-up and a timed run per side, each side in one process."""
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.ports", "prm", "--reps", "2", "--out", str(tmp_path)],
+        [sys.executable, "-m", "benchmarks.ports", "prm", "--reps", "1", "--out", str(tmp_path)],
         cwd=REPO,
         env={**os.environ, **OFFLINE_ENV},
         capture_output=True,
@@ -127,7 +127,7 @@ def test_benchmarks_ports_repeats_a_scenario_in_one_worker_per_side(tmp_path):
     for side in ("ours", "original"):
         run = prm[side]
         assert run["trainer"] == "PRMTrainer" and run["steps"] > 0
-        assert len(run["seconds"]) == 2 and all(s > 0 for s in run["seconds"])
+        assert len(run["seconds"]) == 1 and run["seconds"][0] > 0
     # Same scenario, same model work per step on both sides; the time ratio is only reported.
     assert prm["ours"]["work"] == prm["original"]["work"] and prm["ours"]["work"]["forwards"] > 0
     assert prm["ratio"] > 0
