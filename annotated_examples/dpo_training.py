@@ -30,7 +30,7 @@ python annotated_examples/dpo_training.py --config annotated_examples/recipes/dp
 
 import sys
 
-from transformers import AutoTokenizer
+from transformers import AutoProcessor
 from trl import (
     DPOConfig,
     DPOTrainer,
@@ -73,7 +73,11 @@ script_args, training_args, model_args = parse_or_exit(parser)
 # answer after them. DPO also needs a padding token; when the tokenizer has none, the trainer
 # falls back to the EOS token.
 
-tokenizer = AutoTokenizer.from_pretrained(
+# `AutoProcessor` returns the tokenizer for a text model; for a vision-language model (a folder
+# with a processor) it returns the processor, image processor and tokenizer in one, and the
+# trainer then takes rows with an `images` column (see the guide "Vision-language models").
+
+tokenizer = AutoProcessor.from_pretrained(
     model_args.model_name_or_path,
     revision=model_args.model_revision,
     trust_remote_code=training_args.trust_remote_code,

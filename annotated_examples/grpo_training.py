@@ -43,7 +43,7 @@ python annotated_examples/grpo_training.py --config annotated_examples/recipes/g
 import sys
 from dataclasses import dataclass, field
 
-from transformers import AutoTokenizer
+from transformers import AutoProcessor
 from trl import (
     GRPOConfig,
     GRPOTrainer,
@@ -99,7 +99,11 @@ script_args, training_args, model_args = parse_or_exit(parser)
 # The prompts of a conversational dataset are rendered with the tokenizer's chat template (with
 # the generation prompt added), so a template must exist before anything else is checked.
 
-tokenizer = AutoTokenizer.from_pretrained(
+# `AutoProcessor` returns the tokenizer for a text model; for a vision-language model (a folder
+# with a processor) it returns the processor, image processor and tokenizer in one, and the
+# trainer then takes rows with an `images` column (see the guide "Vision-language models").
+
+tokenizer = AutoProcessor.from_pretrained(
     model_args.model_name_or_path,
     revision=model_args.model_revision,
     trust_remote_code=training_args.trust_remote_code,

@@ -37,7 +37,7 @@ python annotated_examples/sft_training.py --config annotated_examples/recipes/sf
 
 import sys
 
-from transformers import AutoTokenizer
+from transformers import AutoProcessor
 from trl import (
     ModelConfig,
     SFTConfig,
@@ -74,7 +74,11 @@ script_args, training_args, model_args = parse_or_exit(parser)
 # renders each list of messages, and `{% generation %}` markers in that template tell TRL which
 # tokens the assistant wrote (needed by `assistant_only_loss=True`).
 
-tokenizer = AutoTokenizer.from_pretrained(
+# `AutoProcessor` returns the tokenizer for a text model; for a vision-language model (a folder
+# with a processor) it returns the processor, image processor and tokenizer in one, and the
+# trainer then takes rows with an `images` column (see the guide "Vision-language models").
+
+tokenizer = AutoProcessor.from_pretrained(
     model_args.model_name_or_path,
     revision=model_args.model_revision,
     trust_remote_code=training_args.trust_remote_code,

@@ -44,6 +44,16 @@ def tiny(tmp_path_factory) -> SimpleNamespace:
     return SimpleNamespace(root=root, **{name: root / name for name in names})
 
 
+@pytest.fixture(scope="session")
+def tiny_vlm(tmp_path_factory) -> SimpleNamespace:
+    """The tiny vision-language model and the colour task's data (annotated_trl.vision_task),
+    built once per session, only by the tests that ask for it."""
+    from annotated_trl.vision_task import build_vlm_fixture
+
+    root = build_vlm_fixture(tmp_path_factory.mktemp("tiny-vlm"))
+    return SimpleNamespace(root=root, policy=root / "policy", data=root / "data")
+
+
 @pytest.fixture
 def policy_without_chat_template(tiny, tmp_path):
     """The tiny policy with its chat template removed: conversational data must be refused."""

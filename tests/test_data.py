@@ -62,6 +62,23 @@ def test_prompt_only_data_to_a_pairwise_method_names_what_is_missing():
     assert '(missing "chosen", "rejected")' in message
 
 
+def test_triples_and_pairs_name_the_column_to_add_or_remove():
+    """TPO's triples are a pair plus `reference`: each side names the one column that differs."""
+    triple = {**PAIR, "reference": " 1 + 1 = 2"}
+    assert _check("tpo", triple) == "triple_preference"
+    assert '(missing "reference")' in _error("tpo", PAIR)
+    message = _error("dpo", triple)
+    assert "has triple_preference data, which dpo cannot train on" in message
+    assert '(remove "reference")' in message
+
+
+def test_implicit_triple_reference_must_start_with_the_extracted_prompt():
+    # TRL splits the prompt off by characters: " 11" and " 13" share "1", " 4 + 7" does not.
+    row = {"chosen": "Q? 11", "rejected": "Q? 13", "reference": "Q? 4 + 7 = 11"}
+    assert 'column "reference" does not start with the prompt' in _error("tpo", row)
+    assert _check("tpo", {**row, "rejected": "Q? 9"}) == "implicit_triple_preference"
+
+
 def test_missing_rejected_is_named():
     message = _error("reward", {"prompt": "p", "chosen": "c"})
     assert 'missing "rejected"' in message
@@ -120,6 +137,12 @@ PLAIN_ROWS = {
         "labels": [True, True],
     },
     "unpaired_preference": {"prompt": QUESTION, "completion": " 1 + 1 = 2", "label": True},
+    "triple_preference": {**PAIR, "reference": " 1 + 1 = 2"},
+    "implicit_triple_preference": {
+        "chosen": "What is 1 + 1? 2",
+        "rejected": "What is 1 + 1? 3",
+        "reference": "What is 1 + 1? 1 + 1 = 2",
+    },
     "preference": PAIR,
     "implicit_preference": {"chosen": "1 + 1 = 2", "rejected": "1 + 1 = 3"},
     "prompt_completion": {"prompt": QUESTION, "completion": " 1 + 1 = 2"},
@@ -133,6 +156,12 @@ CONVERSATIONAL_ROWS = {
         **PLAIN_ROWS["unpaired_preference"],
         "prompt": USER,
         "completion": ANSWER,
+    },
+    "triple_preference": {"prompt": USER, "chosen": ANSWER, "rejected": WRONG, "reference": ANSWER},
+    "implicit_triple_preference": {
+        "chosen": USER + ANSWER,
+        "rejected": USER + WRONG,
+        "reference": USER + ANSWER,
     },
     "preference": {"prompt": USER, "chosen": ANSWER, "rejected": WRONG},
     "implicit_preference": {"chosen": USER + ANSWER, "rejected": USER + WRONG},

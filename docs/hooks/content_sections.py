@@ -108,7 +108,8 @@ def overview_markdown(root: Path) -> str:
                 for k in KINDS.values()
             ]
             trainer = f"`{m.trainer}`" + (" (ours)" if m.port else "")
-            lines.append(f"| {m.name} | `{m.key}` | {trainer} | " + " | ".join(links) + " |")
+            name = m.name.replace("*", r"\*")  # A*-PO: a literal star, not emphasis
+            lines.append(f"| {name} | `{m.key}` | {trainer} | " + " | ".join(links) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -148,7 +149,7 @@ def on_page_markdown(markdown, page, config, files):
         )
     bar = (
         f'<nav class="method-bar" markdown="1" aria-label="{BY_KEY[key].name} pages">'
-        f"**{BY_KEY[key].name}** {' '.join(links)}</nav>"
+        f"**{BY_KEY[key].name.replace('*', chr(92) + '*')}** {' '.join(links)}</nav>"
     )
     markdown = markdown.replace("[[family-flow]]", flow_html(BY_KEY[key].family))
     heading = re.search(r"^# .*$", markdown, flags=re.M)

@@ -32,6 +32,11 @@ def _svg(name: str) -> str:
     return (LAB / "figures" / f"{name}.svg").read_text().strip()
 
 
+def _md(name: str) -> str:
+    """A method's name as Markdown text: A*-PO's star is a literal, not emphasis."""
+    return name.replace("*", r"\*")
+
+
 def _lab_link(page) -> str:
     depth = page.file.src_uri.count("/")
     return "../" * depth + "lab/index.md"
@@ -55,9 +60,12 @@ def method_figure(method: str, results: dict, page) -> str:
         f"Task score (greedy, all 300 problems): {_start_and_end(scores)}."
         if scores[0][0] is not None
         else f"Held-out {_start_and_end(scores)}."
+        if scores[0][1] is not None
+        else "Scored by the curves above (a task of its own)."
     )
     caption = (
-        f"{BY_KEY[method].name} in the [lab]({_lab_link(page)}): {len(runs)} seeds of "
+        f"{_md(BY_KEY[method].name)} in the [lab]({_lab_link(page)}): "
+        f"{len(runs)} seeds of "
         f"{runs[0]['steps']} steps on the toy arithmetic task. Thin lines: each seed; bold: "
         f"their mean, smoothed.{band_text} {score} "
         f"Reproduce: `annotated-trl lab --methods {method}`."
@@ -90,19 +98,23 @@ def comparison_table(results: dict) -> str:
     ]
     for method, runs in by_method(results).items():
         uses = BY_METHOD[method].uses
-        start = "SFT policy" if uses.get("--model_name_or_path") == "sft" else "random"
+        start = {"sft": "SFT policy", "sft_tools": "SFT on tool demonstrations"}.get(
+            uses.get("--model_name_or_path"), "random"
+        )
         if "--teacher_model_name_or_path" in uses:
             start += "; the SFT policy teaches"
         if "--reward_model_path" in uses:
             start += "; the reward model judges"
-        seen = _start_and_end([task_score(run, "seen") for run in runs])
+        seen = "—"  # a task of its own (GRPO with tools): no arithmetic score
+        if task_score(runs[0], "seen")[1] is not None:
+            seen = _start_and_end([task_score(run, "seen") for run in runs])
         unseen = "—"
         if "unseen_end" in runs[0]["scores"]:
             unseen = _start_and_end([task_score(run, "unseen") for run in runs])
         per_step = runs[0]["per_step"]
         rows.append(
-            f"| [{BY_KEY[method].name}](../annotated_trainers/{method}.md) | {start} | {seen} | "
-            f"{unseen} | {runs[0]['steps']} | {_spread([r['wall_s'] for r in runs], 0)} | "
+            f"| [{_md(BY_KEY[method].name)}](../annotated_trainers/{method}.md) | {start} | "
+            f"{seen} | {unseen} | {runs[0]['steps']} | {_spread([r['wall_s'] for r in runs], 0)} | "
             f"{_spread([r['peak_rss_mib'] for r in runs], 0)} | "
             f"{per_step['passes']:g} / {per_step['tokens']:,.0f} |"
         )

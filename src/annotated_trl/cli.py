@@ -36,10 +36,10 @@ def _validate(args: argparse.Namespace) -> int:
     datasets.disable_progress_bars()
     tokenizer = None
     if args.tokenizer:
-        from transformers import AutoTokenizer
+        from transformers import AutoProcessor
 
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+        try:  # the tokenizer of a text model; a vision-language model's processor (its images)
+            tokenizer = AutoProcessor.from_pretrained(args.tokenizer)
         except Exception as err:  # missing folder, no network, not a tokenizer: all one line
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             print(f"error: --tokenizer {args.tokenizer}: could not load ({first})", file=sys.stderr)

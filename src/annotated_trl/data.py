@@ -19,7 +19,9 @@ from pathlib import Path
 
 import datasets
 import trl
+from trl.data_utils import extract_prompt
 
+from annotated_trl import image_data
 from annotated_trl.methods import METHODS, PAIRS
 
 # What a value in a column must be.
@@ -36,6 +38,9 @@ STEP_LABELS = "a list of true/false, one per step"
 FORMATS = {
     "stepwise_supervision": {"prompt": TEXT, "completions": STEPS, "labels": STEP_LABELS},
     "unpaired_preference": {"prompt": TEXT, "completion": TEXT, "label": LABEL},
+    # TPO's triples: a pair plus a gold `reference` answer (before the pairs: more specific).
+    "triple_preference": {"prompt": TEXT, "chosen": TEXT, "rejected": TEXT, "reference": TEXT},
+    "implicit_triple_preference": {"chosen": TEXT, "rejected": TEXT, "reference": TEXT},
     "preference": {"prompt": TEXT, "chosen": TEXT, "rejected": TEXT},
     "implicit_preference": {"chosen": TEXT, "rejected": TEXT},
     "prompt_completion": {"prompt": TEXT, "completion": TEXT},
@@ -46,6 +51,10 @@ FORMATS = {
 EXAMPLES = {
     "stepwise_supervision": '{"prompt": "...", "completions": ["...", ...], "labels": [true, ...]}',
     "unpaired_preference": '{"prompt": "...", "completion": "...", "label": true}',
+    "triple_preference": (
+        '{"prompt": "...", "chosen": "...", "rejected": "...", "reference": "..."}'
+    ),
+    "implicit_triple_preference": '{"chosen": "...", "rejected": "...", "reference": "..."}',
     "preference": '{"prompt": "...", "chosen": "...", "rejected": "..."}',
     "implicit_preference": '{"chosen": "...", "rejected": "..."}',
     "prompt_completion": '{"prompt": "...", "completion": "..."}',
@@ -88,11 +97,16 @@ def _check_messages(value, column: str) -> str | None:
     if not _is_messages(value) or not value:
         return f'column "{column}" is {_describe(value)}; expected {MESSAGES}'
     for i, message in enumerate(value):
-        if message.get("role") not in ROLES or not isinstance(message.get("content"), str):
+        content = message.get("content")
+        if message.get("role") not in ROLES or not isinstance(content, (str, list)):
             return (
-                f'column "{column}" message {i} is {json.dumps(message)[:80]}; expected '
-                f'{{"role": one of {sorted(ROLES)}, "content": a string}}'
+                f'column "{column}" message {i} is {json.dumps(message, default=str)[:80]}; '
+                f'expected {{"role": one of {sorted(ROLES)}, "content": a string}}'
             )
+        if isinstance(content, list):  # a vision-language row's content parts
+            problem = image_data.check_parts(content, f'column "{column}" message {i}')
+            if problem:
+                return problem
     return None
 
 
@@ -142,11 +156,31 @@ def _row_problems(row: dict, fmt: str, text_field: str) -> Iterator[str]:
         and (isinstance(margin, bool) or not isinstance(margin, (int, float)))
     ):
         yield f'column "margin" is {_describe(margin)}; expected a number'
+    if fmt == "implicit_triple_preference":
+        problem = _implicit_triple_problem(row)
+        if problem:
+            yield problem
     text_columns = [c for c, kind in spec.items() if kind == TEXT]
     if len({isinstance(row[c], str) for c in text_columns}) > 1:
         kinds = " and ".join(_describe(row[c]) for c in text_columns)
         names = " and ".join(f'"{c}"' for c in text_columns)
         yield f"columns {names} are {kinds}; expected all strings or all lists of messages"
+
+
+def _implicit_triple_problem(row: dict) -> str | None:
+    """TPO splits the prompt off `chosen` and `rejected` (their common start) and off `reference`
+    too, so `reference` must start with that same prompt."""
+    columns = ("chosen", "rejected", "reference")
+    values = [row[c] for c in columns]
+    if not (all(isinstance(v, str) for v in values) or all(_is_messages(v) for v in values)):
+        return None  # the type checks name it
+    prompt = extract_prompt(row)["prompt"]
+    if row["reference"][: len(prompt)] == prompt:
+        return None
+    return (
+        'column "reference" does not start with the prompt that "chosen" and "rejected" share; '
+        'expected the same prompt at the start of all three, or a "prompt" column'
+    )
 
 
 def _check_row(row: dict, fmt: str, text_field: str) -> str | None:
@@ -164,8 +198,11 @@ def _wrong_format(row: dict, fmt: str | None, method: str) -> str:
     closest = min(METHOD_FORMATS[method], key=lambda f: len(set(FORMATS[f]) - set(row)))
     missing = sorted(set(FORMATS[closest]) - set(row))
     hint = ""
-    if set(FORMATS[closest]) & set(row):
+    if missing and set(FORMATS[closest]) & set(row):
         hint = " (missing " + ", ".join(f'"{c}"' for c in missing) + ")"
+    elif not missing and fmt:  # a more specific format (a TPO triple for a pair method)
+        extra = [c for c in FORMATS[fmt] if c not in FORMATS[closest]]
+        hint = " (remove " + ", ".join(f'"{c}"' for c in extra) + ")"
     return (
         f"has {found}, which {method} cannot train on{hint}; expected rows like {_expected(method)}"
     )
@@ -198,6 +235,9 @@ def scan_rows(
     """
     report = report if report is not None else Report()
     fmt, count = None, 0
+    # Image paths in a local file are relative to its folder.
+    image_root = Path(source).parent if Path(source).suffix in (".json", ".jsonl") else None
+    image_token = getattr(tokenizer, "image_token", None)
     for location, row in rows:
         count += 1
         if isinstance(row, _Unreadable):
@@ -213,6 +253,15 @@ def scan_rows(
                 yield f"{source}: {location} {_wrong_format(row, fmt, method)}"
                 return
             report.format = report.format or fmt
+            needs_processor = image_data.has_images(row) and tokenizer is not None
+            if needs_processor and not image_data.is_processor(tokenizer):
+                yield (
+                    f"{source}: rows have images, but the model's processing class is a "
+                    f"tokenizer ({type(tokenizer).__name__}); expected a vision-language "
+                    "model, whose folder has a processor (AutoProcessor), or rows without "
+                    '"images"'
+                )
+                return
             if _is_conversational(row, fmt):
                 report.conversational = True
                 if tokenizer is not None and not tokenizer.chat_template:
@@ -229,6 +278,9 @@ def scan_rows(
             continue
         for problem in _row_problems(row, fmt, text_field):
             yield f"{source}: {location}: {problem}"
+        if image_data.has_images(row):  # a vision-language row (annotated_trl.image_data)
+            for problem in image_data.row_problems(row, image_root, image_token):
+                yield f"{source}: {location}: {problem}"
     report.rows[source] = count
     if count == 0:
         yield f"{source}: no rows; expected rows like {_expected(method)}"
@@ -360,7 +412,9 @@ def load_checked_dataset(
         for file in split_files.values():
             check_rows(_read_local(file), str(file), method, tokenizer, text_field)
         files = {split: str(file) for split, file in split_files.items()}
-        return datasets.load_dataset("json", data_files=files)
+        return image_data.load_local_images(
+            datasets.load_dataset("json", data_files=files), split_files
+        )
     loaded = _load_hub(name, config)
     for split, rows in loaded.items():
         located = ((f"row {i}", row) for i, row in enumerate(rows, 1))

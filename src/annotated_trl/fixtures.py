@@ -7,7 +7,11 @@ Every test and the offline quick start train on these instead of a Hub model:
       teacher/            the same architecture, wider (hidden 64): GKD / distillation teacher
       reward/             Qwen2ForSequenceClassification, num_labels=1: reward and value model
       token_classifier/   Qwen2ForTokenClassification, num_labels=2: process reward model
+      tool_policy/        the policy's architecture with its own tokenizer and chat template, which
+                          render tools and tool calls (annotated_trl.tool_task): GRPO with tools
       data/<format>/{train,test}.jsonl   the toy task in every TRL dataset format
+      data/tool_calling/{train,test}.jsonl  two-digit problems for a policy with a calculator
+      data/tool_traces/train.jsonl          demonstrations, half of them calling the calculator
 
 All models share one byte-level BPE tokenizer, so a teacher's logits line up with the student's.
 Same seed, same bytes: building twice gives identical weights and data.
@@ -69,6 +73,9 @@ DATA_FORMATS = (
     "conversational_preference",
     "unpaired_preference",
     "stepwise_supervision",
+    "triple_preference",
+    "implicit_triple_preference",
+    "conversational_triple_preference",
 )
 
 
@@ -173,9 +180,42 @@ def _rows(fmt: str, problems: list[Problem], rng: random.Random) -> list[dict]:
             )
         elif fmt == "stepwise_supervision":
             rows.append(_stepwise_row(p, rng))
+        elif fmt.endswith("triple_preference"):
+            rows.append(_triple_row(fmt, p, good, rng))
         else:
             raise ValueError(f"unknown toy data format {fmt!r}")
     return rows
+
+
+def _triple_row(fmt: str, p: Problem, gold: str, rng: random.Random) -> dict:
+    """TPO's triple, ranked as its paper ranks three answers: the gold `reference` (the worked
+    solution, " 3 + 4 = 7"), then `chosen` (the right answer alone, " 7"), then `rejected` (a
+    wrong answer alone, " 9"). Chosen and rejected differ only in the number."""
+    chosen, rejected = f" {p.answer}", f" {p.wrong_answer(rng)}"
+    if fmt == "implicit_triple_preference":
+        # The implicit prompt is the longest common *character* prefix of chosen and rejected:
+        # " 11" and " 13" would lend it their "1", which the reference does not share. Draw a
+        # wrong answer that starts differently (for -4 ... -9, where every draw starts with "-",
+        # the answer's sign flipped).
+        for _ in range(20):
+            if rejected[1] != chosen[1]:
+                break
+            rejected = f" {p.wrong_answer(rng)}"
+        else:
+            rejected = f" {-p.answer}"
+        return {
+            "chosen": p.question + chosen,
+            "rejected": p.question + rejected,
+            "reference": p.question + gold,
+        }
+    if fmt == "conversational_triple_preference":
+        return {
+            "prompt": _user(p.question),
+            "chosen": _assistant(chosen.strip()),
+            "rejected": _assistant(rejected.strip()),
+            "reference": _assistant(gold.strip()),
+        }
+    return {"prompt": p.question, "chosen": chosen, "rejected": rejected, "reference": gold}
 
 
 def _stepwise_row(p: Problem, rng: random.Random) -> dict:
@@ -243,4 +283,39 @@ def build_all(out_dir: str | Path, seed: int = 0) -> Path:
         torch.manual_seed(seed + offset)  # each model its own stream, independent of build order
         _save(model_class(config), tokenizer, out_dir / name)
     build_data(out_dir, seed)
+    build_tool_fixture(out_dir, seed)
     return out_dir
+
+
+def build_tool_fixture(out_dir: str | Path, seed: int = 0) -> None:
+    """The tool-calling policy and its data (annotated_trl.tool_task). A tokenizer of its own:
+    trained on rendered tool conversations, with `<tool_call>` and `</tool_call>` as single
+    tokens, the tool chat template and the response template that parses calls back; the models
+    and data above are left exactly as they were."""
+    from annotated_trl import tool_task
+
+    out_dir = Path(out_dir)
+    problems = tool_task.sample_tool_problems(2000, seed + 2)
+    renderer = build_tokenizer(["0"], vocab_size=300)  # only its template is used
+    renderer.chat_template = tool_task.TOOL_CHAT_TEMPLATE
+    schemas = tool_task.tool_schemas()
+    corpus = [
+        renderer.apply_chat_template(tool_task.trace(p, i % 2 == 0), tools=schemas, tokenize=False)
+        for i, p in enumerate(problems)
+    ]
+    tokenizer = build_tokenizer(corpus + _tokenizer_corpus(seed))
+    tokenizer.add_tokens(list(tool_task.TOOL_CALL_TOKENS))
+    tokenizer.chat_template = tool_task.TOOL_CHAT_TEMPLATE
+    tokenizer.response_template = tool_task.TOOL_RESPONSE_TEMPLATE
+    torch.manual_seed(seed + 10)
+    _save(Qwen2ForCausalLM(_model_config(tokenizer, hidden=32)), tokenizer, out_dir / "tool_policy")
+    data_dir = out_dir / "data"
+    for split, n, split_seed in (("train", TRAIN_ROWS, seed), ("test", TEST_ROWS, seed + 1)):
+        rows = tool_task.tool_rows(tool_task.sample_tool_problems(n, split_seed))
+        _write_jsonl(data_dir / "tool_calling" / f"{split}.jsonl", rows)
+    traces = tool_task.trace_rows(
+        tool_task.sample_tool_problems(tool_task.TRACE_ROWS, seed + 3),
+        random.Random(seed),
+        tool_share=0.5,
+    )
+    _write_jsonl(data_dir / "tool_traces" / "train.jsonl", traces)

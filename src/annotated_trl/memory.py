@@ -214,6 +214,8 @@ LOSS_HEADS: dict[str, str | int] = {
     # log-sum-exp gradients.
     "orpo": 4,
     "cpo": 4,
+    # TPO: as CPO, over 3 sequences per row (the gold answers' NLL adds a copy of their rows).
+    "tpo": 4,
     "bco": 4,
     # Online DPO: the logits, their full `log_softmax`, and a gradient for each.
     "online_dpo": 4,
@@ -221,7 +223,10 @@ LOSS_HEADS: dict[str, str | int] = {
     "xpo": 4,
     "nash_md": 4,
     "grpo": "fused",
+    "grpo_tools": "fused",  # GRPOTrainer: the same loss head; tool turns only lengthen sequences
     "rloo": "fused",
+    # A*-PO's `_get_sequence_logps`: the logits and selective_log_softmax, as the ports'.
+    "a2po": 4,
     "ppo": 4,
 }
 

@@ -52,11 +52,12 @@ class Method:
     holds: Holds = Holds()
     port: bool = False  # TRL removed it; annotated_trl.trainers implements it, equal to trl 1.12
     # Logged counters that a resumed run starts again from zero: TRL 1.16 counts `num_tokens` for
-    # SFT, DPO, KTO and Reward in a trainer attribute no checkpoint saves (measured by the
+    # SFT, DPO, KTO, Reward and TPO in a trainer attribute no checkpoint saves (measured by the
     # kill-and-resume tests). None = the run cannot resume at all (PPO, like trl 1.12's).
     restarts_on_resume: tuple[str, ...] | None = ()
     fixture: Fixture = Fixture("conversational_prompt_only")
     experimental: bool = False  # TRL 1.16 ships it under trl.experimental
+    lora: bool = True  # the trainer takes a `peft_config` (A2POTrainer does not)
 
     @property
     def module(self) -> str:
@@ -181,6 +182,19 @@ METHODS = (
         fixture=Fixture("preference"),
         experimental=True,
     ),
+    # TPO: a preference term on chosen/rejected plus an NLL term on a third, gold answer, all
+    # through the policy (the reference branch is skipped when tpo_alpha=0); no reference model.
+    Method(
+        "tpo",
+        "TPO",
+        "TPOTrainer",
+        OFFLINE,
+        ("triple_preference", "implicit_triple_preference"),
+        Holds(sequences_per_row=3),
+        restarts_on_resume=NUM_TOKENS,
+        fixture=Fixture("triple_preference"),
+        experimental=True,
+    ),
     Method(
         "bco",
         "BCO",
@@ -230,6 +244,18 @@ METHODS = (
         Holds(generates=True),
         fixture=Fixture("conversational_prompt_only", optional_models=SCORER),
     ),
+    # GRPO whose completions may call tools: a multi-turn rollout in which the tools' results are
+    # spliced into the completion and masked out of the loss. The fixture's tool policy has its
+    # own tokenizer and chat template (annotated_trl.tool_task).
+    Method(
+        "grpo_tools",
+        "GRPO with tools",
+        "GRPOTrainer",
+        RL,
+        PROMPTS,
+        Holds(generates=True),
+        fixture=Fixture("tool_calling", (("model_name_or_path", "tool_policy"),)),
+    ),
     Method(
         "rloo",
         "RLOO",
@@ -238,6 +264,18 @@ METHODS = (
         PROMPTS,
         Holds(reference=True, generates=True),
         fixture=Fixture("conversational_prompt_only", optional_models=SCORER),
+    ),
+    # A*-PO: a reference model samples N answers per prompt once, before training (its optimal
+    # value); then one answer per prompt, a regression with no group. Reward functions only.
+    Method(
+        "a2po",
+        "A*-PO",
+        "A2POTrainer",
+        RL,
+        PROMPTS,
+        Holds(reference=True, generates=True),
+        experimental=True,
+        lora=False,
     ),
     Method(
         "ppo",
@@ -284,10 +322,10 @@ FLOWS = {
     ),
     RL: (
         "prompt",
-        "samples: a group per prompt (PPO: one)",
+        "samples: a group per prompt (PPO, A*-PO: one)",
         "rewards",
-        "advantages: group-relative, leave-one-out, or a value model's",
-        "clipped policy-gradient loss (+ KL to the reference)",
+        "advantages: group-relative, leave-one-out, a value model's, or r − V* (A*-PO)",
+        "clipped policy-gradient loss (+ KL to the reference); A*-PO: a least-squares fit",
     ),
 }
 assert set(FLOWS) == {m.family for m in METHODS}

@@ -22,7 +22,10 @@ DEFAULTS = {
 }
 
 # Reward functions that need an optional package, and the command that installs it.
-NEEDS = {"trl.rewards.accuracy_reward": ("math_verify", "pip install math-verify")}
+NEEDS = {
+    "trl.rewards.accuracy_reward": ("math_verify", "pip install math-verify"),
+    "annotated_trl.rewards.text_accuracy_reward": ("math_verify", "pip install math-verify"),
+}
 
 
 class RewardError(ValueError):
@@ -61,19 +64,38 @@ def import_reward_func(path: str) -> Callable:
     return func
 
 
-def default_reward_func(columns: list[str], model_flag: str = "--reward_model_name_or_path") -> str:
+def default_reward_func(
+    columns: list[str], model_flag: str | None = "--reward_model_name_or_path"
+) -> str:
     """The dotted path of the default reward for a dataset with these columns.
 
-    `model_flag` is the script's flag for a reward model, named in the error.
+    `model_flag` is the script's flag for a reward model, named in the error (None: the script
+    takes reward functions only, as A*-PO's).
     """
     for column, path in DEFAULTS.items():
         if column in columns:
             return path
     raise RewardError(
         f"no reward: the dataset has columns {sorted(columns)} and none of "
-        f"{sorted(DEFAULTS)}; pass --reward_funcs package.module.function "
-        f"or {model_flag}"
+        f"{sorted(DEFAULTS)}; pass --reward_funcs package.module.function"
+        + (f" or {model_flag}" if model_flag else "")
     )
+
+
+def text_accuracy_reward(completions: list, solution: list[str], **kwargs) -> list[float]:
+    """TRL's `accuracy_reward` for a trainer that passes completions as text (A*-PO).
+
+    `trl.rewards.accuracy_reward` reads each completion as a list of messages and abstains
+    (None) on a solution math-verify cannot parse. A2POTrainer passes plain strings and needs a
+    number for every completion, so each string becomes one assistant message and an abstention
+    scores 0.0 (needs math-verify).
+    """
+    from trl.rewards import accuracy_reward
+
+    messages = [
+        [{"role": "assistant", "content": c}] if isinstance(c, str) else c for c in completions
+    ]
+    return [0.0 if r is None else r for r in accuracy_reward(messages, solution, **kwargs)]
 
 
 def load_rewards(

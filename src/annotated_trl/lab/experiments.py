@@ -6,9 +6,10 @@ exactly what a reader would run. The pipeline is the real one, at toy scale:
 
     random policy --SFT--> policy that solves ~40% --DPO, KTO, BCO, GRPO, PPO, ...--> better?
                                  \\--teacher--> distillation, GKD train a random student
+    random tool policy --SFT on tool demonstrations (sft_tools)--> GRPO with tools
 
-ORPO and CPO start from the random policy: they fold the SFT stage into their loss. The reward
-model and the PRM start from random classifiers. Settings come from the learning tests
+ORPO, CPO and TPO start from the random policy: they fold the SFT stage into their loss. The
+reward model and the PRM start from random classifiers. Settings come from the learning tests
 (tests/test_*_learning.py), which measured them across seeds and CPUs.
 """
 
@@ -54,6 +55,9 @@ class Experiment:
     @property
     def model_kind(self) -> str:
         """What the run trains, hence how the lab scores it: a policy, a reward model or a PRM."""
+        # A tool policy has its own tokenizer and task: the arithmetic score does not apply.
+        if "{tiny}/tool_policy" in self.flags:
+            return "tools"
         return {"reward": "reward", "prm": "prm"}.get(self.script, "policy")
 
 
@@ -191,6 +195,15 @@ EXPERIMENTS = (
         )
         for key in ("orpo", "cpo")
     ),
+    # TPO folds SFT in too (the NLL of the gold answer), so it starts from the random policy.
+    Experiment(
+        "tpo",
+        "triple_preference",
+        150,
+        [*_lr(1e-3), "--eval_strategy", "no"],
+        uses=FROM_RANDOM,
+        curves=(LOSS, PAIR_ACCURACY, MARGIN),
+    ),
     Experiment(
         "bco",
         "unpaired_preference",
@@ -239,6 +252,40 @@ EXPERIMENTS = (
         )
         for key in ("grpo", "rloo")
     ),
+    # GRPO with a calculator (annotated_trl.tool_task), from the tool policy after SFT on
+    # demonstrations of which half call the tool (the run "sft_tools" below). Settings from
+    # tests/test_grpo_tools_learning.py.
+    Experiment(
+        "grpo_tools",
+        "tool_calling",
+        40,
+        [*_lr(3e-4), "--model_name_or_path", "{tiny}/tool_policy"],
+        uses={"--model_name_or_path": "sft_tools"},
+        curves=(
+            Curve("tools/call_frequency", "tool calls per completion", why="rises from ~0.5"),
+            Curve("rewards/Calculator/mean", "share of rollouts whose tool call was right"),
+            Curve("rewards/final_answer_reward/mean", "share of right final answers"),
+        ),
+    ),
+    # A*-PO: stage 1 samples the SFT policy 8 times per prompt, once, and drops the prompts it
+    # never solved (the method's default; the tiny recipe keeps them for the random policy);
+    # then one answer per prompt. From 2e-4 up the learning rate collapsed the reward
+    # (tests/test_a2po_learning.py).
+    Experiment(
+        "a2po",
+        "conversational_prompt_only",
+        80,
+        [
+            *_lr(1e-4),
+            *["--per_device_train_batch_size", "32", "--num_value_samples", "8"],
+            *["--filter_all_incorrect", "true", "--max_completion_length", "10"],
+        ],
+        curves=(
+            SAMPLED_REWARD,
+            Curve("advantage", "mean advantage r - V* of the sampled completions"),
+            Curve("implicit_reward", "beta2 log(policy / reference)"),
+        ),
+    ),
     Experiment(
         "ppo",
         "conversational_prompt_only",
@@ -256,6 +303,23 @@ EXPERIMENTS = (
             KL,
             Curve("policy/entropy_avg", "entropy of the policy, nats per token"),
         ),
+    ),
+)
+# Runs that only serve as another run's starting point: the SFT script on the tool policy and
+# its demonstrations (data/tool_traces), a warm start for grpo_tools.
+WARM_STARTS = (
+    Experiment(
+        "sft_tools",
+        "tool_traces",
+        500,
+        [
+            *_lr(3e-3),
+            *["--model_name_or_path", "{tiny}/tool_policy", "--eval_strategy", "no"],
+            *["--per_device_train_batch_size", "32", "--max_length", "64"],
+        ],
+        uses=FROM_RANDOM,
+        curves=(LOSS,),
+        method="sft",
     ),
 )
 BY_METHOD = {e.key: e for e in EXPERIMENTS}
@@ -303,5 +367,5 @@ BROKEN = (
         "make `num_generations` divide that batch (here 128: 16 or 8)",
     ),
 )
-ALL = {e.key: e for e in (*EXPERIMENTS, *(b.experiment for b in BROKEN))}
+ALL = {e.key: e for e in (*EXPERIMENTS, *WARM_STARTS, *(b.experiment for b in BROKEN))}
 BROKEN_BY_KEY = {b.key: b for b in BROKEN}

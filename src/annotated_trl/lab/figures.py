@@ -141,7 +141,7 @@ def task_score(run: dict, problems: str = "all") -> tuple[float | None, float]:
     if f"{problems}_end" in run["scores"]:
         return run["scores"][f"{problems}_start"], run["scores"][f"{problems}_end"]
     accuracies = [row["eval_accuracy"] for row in run["log"] if "eval_accuracy" in row]
-    return None, accuracies[-1]
+    return None, accuracies[-1] if accuracies else None  # None: a task of its own (tools)
 
 
 def comparison(results: dict) -> str:
