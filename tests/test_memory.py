@@ -312,22 +312,13 @@ def test_memory_tile_sizes_are_trls():
 def trainer_source(method) -> str:
     """The source of the module that defines the method's trainer (TRL, experimental, or ours),
     and of the modules of our own that its class builds on (XPO and Nash-MD: online_pair)."""
-    for name in (
-        f"trl.trainer.{method.key}_trainer",
-        f"trl.experimental.{method.key}.{method.key}_trainer",
-        f"annotated_trl.trainers.{method.key}",
-    ):
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
-        ours = {
-            sys.modules[cls.__module__]
-            for cls in getattr(module, method.trainer).__mro__
-            if cls.__module__.startswith("annotated_trl.")
-        }
-        return "\n".join(inspect.getsource(m) for m in {module, *ours})
-    raise AssertionError(f"no trainer module for {method.key}")
+    trainer = getattr(importlib.import_module(method.module), method.trainer)
+    modules = {sys.modules[trainer.__module__]} | {
+        sys.modules[cls.__module__]
+        for cls in trainer.__mro__
+        if cls.__module__.startswith("annotated_trl.")
+    }
+    return "\n".join(inspect.getsource(m) for m in modules)
 
 
 @pytest.mark.parametrize("method", METHODS, ids=lambda m: m.key)
