@@ -115,3 +115,12 @@ def test_cli_validate_names_the_problem(case_id, tmp_path, capsys, policy_withou
     assert first.startswith(f"error: {data}: ")
     for word in words:
         assert word in first, first
+
+
+def test_cli_and_the_dataset_checker_start_without_torch():
+    """A refused invocation or a dataset check answers in about a second: the CLI and the
+    checker import torch (and transformers, TRL's eager modules) only when a command needs a
+    model. One eager `from trl.data_utils import ...` at the top of data.py cost 8 s a call."""
+    code = "import sys, annotated_trl.cli, annotated_trl.data; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.strip() == "False", done.stderr[-2000:]

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import datasets
 import trl
-from trl.data_utils import extract_prompt
 
 from annotated_trl import image_data
 from annotated_trl.methods import METHODS, PAIRS
@@ -174,6 +173,8 @@ def _implicit_triple_problem(row: dict) -> str | None:
     values = [row[c] for c in columns]
     if not (all(isinstance(v, str) for v in values) or all(_is_messages(v) for v in values)):
         return None  # the type checks name it
+    from trl.data_utils import extract_prompt  # here: importing it loads torch (~8 s cold)
+
     prompt = extract_prompt(row)["prompt"]
     if row["reference"][: len(prompt)] == prompt:
         return None
