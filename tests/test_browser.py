@@ -124,15 +124,19 @@ def settle(page, selector: str, timeout_ms: int = 15_000) -> bool:
 
 def search(page, word: str) -> int:
     """Type `word` into Material's search box; return the number of results shown."""
-    # Material searches on key events (so no `fill`), and a query typed before its worker has
-    # loaded the index is dropped: type it again until results show.
+    # Material searches on key events (`fill` alone searches nothing), and a query typed before
+    # its worker has loaded the index is dropped: type it again until results show.
     # Results of an earlier query are cleared first, with keys, so that they are not counted.
+    # All but the last character are filled in without key events, so that the one query sent
+    # is the whole word: typed key by key, the answer to "PP" could arrive after "PPO" was typed
+    # and be read as its results (seen once under load, for PPO).
     box = page.locator("input.md-search__input")
     for _ in range(10):
         box.press("Control+a")
         box.press("Backspace")
         page.locator(".md-search-result__item").first.wait_for(state="detached")
-        box.press_sequentially(word, delay=20)
+        box.fill(word[:-1])
+        box.press(word[-1])
         if settle(page, ".md-search-result__item", timeout_ms=1_500):
             return page.locator(".md-search-result__item").count()
     return 0
