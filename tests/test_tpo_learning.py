@@ -18,53 +18,22 @@ the model has learnt the sums, mostly from the gold answers' NLL. With TPOConfig
 the token accuracy to 0.25. Not yet measured with benchmarks/cross_cpu.py.
 """
 
-import datasets
 import pytest
-from transformers import AutoTokenizer
+from support.pair_learning import before_and_after
 from trl.experimental.tpo import TPOConfig, TPOTrainer
-
-STEPS = 150
 
 
 @pytest.fixture(scope="module")
-def before_and_after(tiny, tmp_path_factory, seed_offset):
-    files = {s: str(tiny.data / "triple_preference" / f"{s}.jsonl") for s in ("train", "test")}
-    triples = datasets.load_dataset("json", data_files=files)
-    args = TPOConfig(
-        output_dir=str(tmp_path_factory.mktemp("tpo-learning")),
-        loss_type="sigmoid",
-        beta=0.1,
-        tpo_alpha=1.0,
-        use_cpu=True,
-        bf16=False,
-        activation_checkpointing=False,
-        learning_rate=1e-3,
-        lr_scheduler_type="constant",
-        per_device_train_batch_size=16,
-        per_device_eval_batch_size=64,
-        max_steps=STEPS,
-        max_length=64,
-        logging_steps=50,
-        save_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
-        seed=seed_offset,
-    )
-    trainer = TPOTrainer(
-        model=str(tiny.policy),
-        args=args,
-        train_dataset=triples["train"],
-        eval_dataset=triples["test"],
-        processing_class=AutoTokenizer.from_pretrained(tiny.policy),
-    )
-    before = trainer.evaluate()
-    trainer.train()
-    return before, trainer.evaluate()
+def tpo_run(tiny, tmp_path_factory, seed_offset):
+    folder = tmp_path_factory.mktemp("tpo-learning")
+    triples = "triple_preference"
+    settings = {"loss_type": "sigmoid", "beta": 0.1, "tpo_alpha": 1.0}
+    return before_and_after(tiny, folder, seed_offset, TPOConfig, TPOTrainer, triples, **settings)
 
 
 @pytest.mark.learning
-def test_tpo_gold_nll_teaches_the_task(before_and_after, measured):
-    before, after = before_and_after
+def test_tpo_gold_nll_teaches_the_task(tpo_run, measured):
+    before, after = tpo_run
     assert before["eval_loss"] > 6.0  # a random model: about ln 384 per gold token, + ln 2
     measured.at_most("held-out loss", after["eval_loss"], 3.0)
     assert before["eval_mean_token_accuracy"] < 0.05
@@ -72,8 +41,8 @@ def test_tpo_gold_nll_teaches_the_task(before_and_after, measured):
 
 
 @pytest.mark.learning
-def test_tpo_ranks_heldout_right_answers_first(before_and_after, measured):
-    before, after = before_and_after
+def test_tpo_ranks_heldout_right_answers_first(tpo_run, measured):
+    before, after = tpo_run
     assert abs(before["eval_rewards/margins"]) < 0.005  # the same initial model for every seed
     measured.at_least("held-out reward accuracy", after["eval_rewards/accuracies"], 0.5)
     measured.at_least("held-out reward margin", after["eval_rewards/margins"], 0.002)

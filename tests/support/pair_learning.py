@@ -12,9 +12,12 @@ from transformers import AutoTokenizer
 STEPS = 150
 
 
-def before_and_after(tiny, output_dir, seed, config_class, trainer_class, **loss_args) -> tuple:
-    """Train once; return the eval metrics before and after."""
-    files = {split: str(tiny.data / "preference" / f"{split}.jsonl") for split in ("train", "test")}
+def before_and_after(
+    tiny, output_dir, seed, config_class, trainer_class, data="preference", **loss_args
+) -> tuple:
+    """Train once on the fixture's `data` (pairs; TPO: triples); return the eval metrics before
+    and after."""
+    files = {split: str(tiny.data / data / f"{split}.jsonl") for split in ("train", "test")}
     pairs = datasets.load_dataset("json", data_files=files)
     args = config_class(
         output_dir=str(output_dir),
