@@ -63,45 +63,18 @@ def test_bco_logs_what_trl_1_12_logs(tmp_path, case):
 
 
 @pytest.mark.parity
-def test_bco_config_has_trl_1_12_fields_and_defaults():
+def test_bco_config_has_trl_1_12_fields_and_defaults(tmp_path):
     """Every field of trl 1.12.0's BCOConfig exists in ours with the same default.
 
     One documented exception: `train_sampling_strategy` defaults to "sequential" in ours. 1.12
     inherited "random" from TrainingArguments but ignored it, always reading rows in order.
     """
-    import dataclasses
-    import json
-    import os
-    import subprocess
-    import sys
-
-    from support.parity import oracle_trl
-    from support.processes import OFFLINE_ENV
+    from support.parity import config_defaults, original_config_defaults
 
     from annotated_trl.trainers.bco import BCOConfig
 
-    def defaults(cls_path: str, pythonpath: str | None) -> dict:
-        code = (
-            "import dataclasses, json, importlib\n"
-            f"module, name = {cls_path!r}.rsplit('.', 1)\n"
-            "cls = getattr(importlib.import_module(module), name)\n"
-            "print(json.dumps({f.name: repr(f.default) if f.default is not dataclasses.MISSING"
-            " else 'factory' for f in dataclasses.fields(cls)}))\n"
-        )
-        env = {**os.environ, **OFFLINE_ENV}
-        env.pop("PYTHONPATH", None)
-        if pythonpath:
-            env["PYTHONPATH"] = pythonpath
-        out = subprocess.run(
-            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-        )
-        return json.loads(out.stdout.strip().splitlines()[-1])
-
-    original = defaults("trl.experimental.bco.BCOConfig", str(oracle_trl()))
-    ours = {
-        f.name: repr(f.default) if f.default is not dataclasses.MISSING else "factory"
-        for f in dataclasses.fields(BCOConfig)
-    }
+    original = original_config_defaults("bco", "BCOConfig", tmp_path)
+    ours = config_defaults(BCOConfig)
     assert set(original) <= set(ours), set(original) - set(ours)
     different = {k: (v, ours[k]) for k, v in original.items() if ours[k] != v}
     assert different == {"train_sampling_strategy": ("'random'", "'sequential'")}

@@ -45,37 +45,12 @@ def test_ppo_matches_trl_1_12(case, tmp_path):
 def test_ppo_config_has_trl_1_12_fields_and_defaults(tmp_path):
     """Every field of trl 1.12.0's PPOConfig exists in ours with the same default, so a 1.12
     config file or command line works unchanged (fields read from both installed classes)."""
-    import dataclasses
-    import inspect
-    import json
-    import os
-    import subprocess
-    import sys
-    import textwrap
-
-    from support.parity import oracle_trl
-    from support.processes import OFFLINE_ENV
+    from support.parity import config_defaults, original_config_defaults
 
     from annotated_trl.trainers.ppo import PPOConfig
 
-    def defaults(config_class) -> dict:
-        return {
-            f.name: repr(f.default_factory() if f.default is dataclasses.MISSING else f.default)
-            for f in dataclasses.fields(config_class)
-        }
-
-    dump = (
-        "import dataclasses, inspect, json\n"
-        "from trl.experimental.ppo import PPOConfig\n"
-        f"{textwrap.dedent(inspect.getsource(defaults))}"
-        "print(json.dumps(defaults(PPOConfig)))\n"
-    )
-    env = {**os.environ, **OFFLINE_ENV, "PYTHONPATH": str(oracle_trl())}
-    result = subprocess.run(
-        [sys.executable, "-c", dump], env=env, capture_output=True, text=True, check=True
-    )
-    original = json.loads(result.stdout.strip().splitlines()[-1])
-    ours = defaults(PPOConfig)
+    original = original_config_defaults("ppo", "PPOConfig", tmp_path)
+    ours = config_defaults(PPOConfig)
     assert len(original) > 100  # TrainingArguments' fields are in both
     assert set(original) <= set(ours), sorted(set(original) - set(ours))
     different = {k: (original[k], ours[k]) for k in original if original[k] != ours[k]}

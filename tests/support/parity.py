@@ -106,3 +106,30 @@ def assert_same_logs(
     assert not problems, f"{len(problems)} differences:\n" + "\n".join(problems[:40])
     assert compared > 0, "no numbers were compared"
     return compared
+
+
+def config_defaults(config_class) -> dict[str, str]:
+    """Field name -> repr of its default (a default factory's value), for a dataclass config."""
+    import dataclasses
+
+    return {
+        f.name: repr(f.default_factory() if f.default is dataclasses.MISSING else f.default)
+        for f in dataclasses.fields(config_class)
+    }
+
+
+def original_config_defaults(key: str, config_name: str, tmp_path: Path) -> dict[str, str]:
+    """`config_defaults` of trl 1.12.0's `trl.experimental.<key>.<config_name>`, computed in a
+    child of the warm interpreter that the original side's scenarios run in."""
+    import inspect
+
+    code = (
+        f"import json\nfrom trl.experimental.{key} import {config_name}\n"
+        f"{inspect.getsource(config_defaults)}"
+        f"print(json.dumps(config_defaults({config_name})))\n"
+    )
+    env = {**os.environ, **OFFLINE_ENV, "PYTHONPATH": str(oracle_trl())}
+    warm = shared(**OFFLINE_ENV, PYTHONPATH=env["PYTHONPATH"])
+    result = warm.run(["-c", code], tmp_path, env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
