@@ -16,13 +16,13 @@ import sys
 import huggingface_hub
 import pytest
 import torch
-from support.processes import REPO, run_script
+from support.processes import REPO, run_script_warm
 
 import annotated_trl.invocation
 from annotated_trl.invocation import CHOICES, MODEL_FLAGS, check_model_path, closest, parse_or_exit
-from annotated_trl.methods import BY_KEY, METHODS
+from annotated_trl.methods import BY_KEY, CPU_METHODS
 
-KEYS = [m.key for m in METHODS]
+KEYS = [m.key for m in CPU_METHODS]
 SCRIPTS = REPO / "annotated_examples"
 RECIPES = SCRIPTS / "recipes"
 
@@ -34,7 +34,7 @@ EXTRA_MODELS = {
         for flag, model in (*m.fixture.models, *m.fixture.optional_models)
         if flag != "model_name_or_path"
     }
-    for m in METHODS
+    for m in CPU_METHODS
 }
 MODEL_CASES = [(key, "model_name_or_path") for key in KEYS]
 MODEL_CASES += [(key, flag) for key, flags in EXTRA_MODELS.items() for flag in flags]
@@ -312,7 +312,7 @@ def test_closest_name():
     assert closest("zzzzzz", names) is None
 
 
-# --- what a user sees: real processes -------------------------------------------------------
+# --- what a user sees: real processes (forked warm: support.processes.run_script_warm) --------
 
 USER_CASES = {
     # DPO accepted an unknown loss, loaded models and data and died at step 1.
@@ -332,7 +332,7 @@ def test_user_sees_one_line(case, tiny, tmp_path):
     key, extra, flag = USER_CASES[case]
     out = tmp_path / "out"
     extra = [arg.format(tmp=tmp_path) for arg in extra]
-    result = run_script(f"{key}_training.py", *good_args(key, tiny, out), *extra)
+    result = run_script_warm(f"{key}_training.py", *good_args(key, tiny, out), *extra)
     assert result.returncode != 0
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     last = result.stderr.strip().splitlines()[-1]

@@ -1,5 +1,5 @@
 """Where the tests run things: the repository, the offline environment, the site's two-process
-launch line, and a script started as a user starts it."""
+launch line, and a script started as a user starts it (bare, or forked warm)."""
 
 import os
 import subprocess
@@ -30,3 +30,13 @@ def run_script(script: str, *args: str, timeout: int = 300) -> subprocess.Comple
         text=True,
         timeout=timeout,
     )
+
+
+def run_script_warm(script: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`run_script`, forked from the warm interpreter (tests/support/warm.py): the same run
+    without 5-7 CPU-seconds of imports. What the libraries print while they are first imported
+    is the same for every script; one bare run per suite covers it (tests/test_badinput.py)."""
+    from support.warm import shared
+
+    argv = [REPO / "annotated_examples" / script, *args]
+    return shared(**OFFLINE_ENV).run(argv, REPO, {**os.environ, **OFFLINE_ENV}, timeout)
