@@ -12,6 +12,7 @@ from support.processes import OFFLINE_ENV, REPO
 
 from annotated_trl.lab.experiments import ALL, BROKEN, BY_METHOD
 from annotated_trl.lab.figures import write_all
+from annotated_trl.lab.runner import merge_results
 from annotated_trl.methods import METHODS
 
 LAB = REPO / "docs" / "lab"
@@ -78,6 +79,39 @@ def test_quick_lab_figures_are_svg(quick_lab, tmp_path):
         assert root.tag.endswith("svg") and root.findall(".//{*}polyline") + root.findall(
             ".//{*}circle"
         )
+
+
+def test_lab_merge_replaces_the_experiments_an_update_ran(quick_lab, tmp_path):
+    """An update's experiments replace the base's, every other run stays as it was, the base's
+    provenance stays with the update's beside it; a --quick update is refused with one line."""
+    base = json.loads((LAB / "results.json").read_text())
+    update = {
+        "provenance": {**base["provenance"], "command": "annotated-trl lab --methods dpo"},
+        "runs": [{**run, "wall_s": -1.0} for run in base["runs"] if run["experiment"] == "dpo"],
+        "failed": [],
+    }
+    update["provenance"]["load_at_start"] = 3.5
+    merged = merge_results(base, update)
+    assert len(merged["runs"]) == len(base["runs"])
+    assert [(r["experiment"], r["seed"]) for r in merged["runs"]] == [
+        (r["experiment"], r["seed"]) for r in base["runs"]
+    ]
+    for old, new in zip(base["runs"], merged["runs"], strict=True):
+        assert new == ({**old, "wall_s": -1.0} if old["experiment"] == "dpo" else old)
+    provenance = {k: v for k, v in merged["provenance"].items() if k != "updates"}
+    assert provenance == {k: v for k, v in base["provenance"].items() if k != "updates"}
+    assert merged["provenance"]["updates"][-1]["experiments"] == ["dpo"]
+    assert merged["provenance"]["updates"][-1]["command"] == "annotated-trl lab --methods dpo"
+
+    out, _ = quick_lab
+    into = tmp_path / "results.json"
+    into.write_text((LAB / "results.json").read_text())
+    refused = _cli("lab-merge", out / "results.json", "--into", into)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [
+        f"error: {out / 'results.json'} is a --quick check; run the lab again without it"
+    ]
+    assert into.read_text() == (LAB / "results.json").read_text()
 
 
 def test_lab_bad_invocations_are_one_line(tmp_path):

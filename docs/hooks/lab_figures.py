@@ -158,6 +158,11 @@ def provenance(results: dict) -> str:
         f"The whole lab, {len(results['runs'])} runs at seeds "
         f"{', '.join(map(str, p['seeds']))} (the broken runs at the first), took "
         f"**{p['wall_s'] / 60:.1f} minutes**: `{p['command']}`."
+    ) + "".join(
+        f" Updated {u['date']}: {', '.join(u['experiments'])}, in {u['wall_s'] / 60:.1f} minutes "
+        f"at a load average of {u['load_at_start']} (`{u['command']}`, then "
+        "`annotated-trl lab-merge`)."
+        for u in p.get("updates", [])
     )
 
 

@@ -4,6 +4,7 @@ annotated-trl tiny DIR                          tiny models + toy data under DIR
 annotated-trl validate --method sft DATASET     "OK: ..." (exit 0) or one line per problem (exit 2)
 annotated-trl lab --out runs/lab                every method on the toy task, 3 seeds
 annotated-trl lab-figures runs/lab/results.json --out docs/lab/figures
+annotated-trl lab-merge runs/lab-x/results.json --into docs/lab/results.json
 annotated-trl doctor --method grpo --config annotated_examples/recipes/grpo.yaml
     pre-flight for a GPU job, offline: the recipe's batch arithmetic, chat template, pad token,
     reward functions, lengths against the data and memory, each finding with its fix and the
@@ -99,6 +100,31 @@ def _lab_figures(args: argparse.Namespace) -> int:
         return 2
     written = write_all(Path(args.results), Path(args.out))
     print(f"wrote {len(written)} figures to {args.out}")
+    return 0
+
+
+def _lab_merge(args: argparse.Namespace) -> int:
+    import json
+
+    from annotated_trl.lab.runner import merge_results, results_json
+
+    files = {}
+    for path in (args.update, args.into):
+        try:
+            files[path] = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as error:
+            print(f"error: {path}: {getattr(error, 'strerror', None) or error}", file=sys.stderr)
+            return 2
+    update, base = files[args.update], files[args.into]
+    if update["failed"] or update["provenance"]["quick"]:
+        why = "has failed runs" if update["failed"] else "is a --quick check"
+        print(f"error: {args.update} {why}; run the lab again without it", file=sys.stderr)
+        return 2
+    merged = merge_results(base, update)
+    Path(args.into).write_text(results_json(merged))
+    print(
+        f"{args.into}: {len(update['runs'])} runs from {args.update}, {len(merged['runs'])} in all"
+    )
     return 0
 
 
@@ -209,6 +235,11 @@ def main(argv: list[str] | None = None) -> int:
     figures.add_argument("results", help="results.json written by `annotated-trl lab`")
     figures.add_argument("--out", default="docs/lab/figures")
     figures.set_defaults(run=_lab_figures)
+
+    merge = commands.add_parser("lab-merge", help="put a lab run's experiments into results")
+    merge.add_argument("update", help="results.json of `annotated-trl lab --methods ...`")
+    merge.add_argument("--into", default="docs/lab/results.json", help="results to update")
+    merge.set_defaults(run=_lab_merge)
 
     doctor = commands.add_parser("doctor", help="check a recipe, its data and model, offline")
     doctor.add_argument("--method", required=True, choices=[m.key for m in METHODS])

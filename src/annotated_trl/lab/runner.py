@@ -217,7 +217,7 @@ def run_lab(
     os.environ.update(OFFLINE_ENV)
     torch.set_num_threads(1)  # the fixture's few matrices; children inherit no thread pool
     transformers.utils.logging.disable_progress_bar()
-    started = time.time()
+    started, load = time.time(), os.getloadavg()[0]
     tiny = build_all(root / "tiny", seed=0)
     pending, running, done, failed = plan(methods, seeds), {}, {}, []
     while pending or running:
@@ -258,12 +258,29 @@ def run_lab(
             failed.append(run)
             print(f"FAILED {run.key} seed {run.seed}: see {run.folder(root) / 'log.txt'}")
     results = {
-        "provenance": _provenance(time.time() - started, seeds, jobs, quick),
+        "provenance": _provenance(time.time() - started, seeds, jobs, quick, load),
         "runs": [done[run] for run in sorted(done, key=lambda r: (KEYS.index(r.key), r.seed))],
         "failed": [f"{run.key} seed {run.seed}" for run in failed],
     }
     (root / "results.json").write_text(results_json(results))
     return results
+
+
+def merge_results(base: dict, update: dict) -> dict:
+    """`base` with the experiments `update` ran replaced by `update`'s runs: a method added, or
+    re-run after a change, without training the whole lab again. The base run's provenance stays
+    (it measured the whole lab); the update's goes under "updates", with the experiments it ran.
+    """
+    assert not update["failed"], f"the update has failed runs: {update['failed']}"
+    assert not update["provenance"]["quick"], "a --quick run is a check, not a result"
+    rerun = {run["experiment"] for run in update["runs"]}
+    runs = [run for run in base["runs"] if run["experiment"] not in rerun] + update["runs"]
+    order = {key: i for i, key in enumerate(KEYS)}
+    runs.sort(key=lambda run: (order.get(run["experiment"], len(order)), run["seed"]))
+    note = {**update["provenance"], "experiments": sorted(rerun, key=lambda k: order.get(k, 0))}
+    provenance = {**base["provenance"]}
+    provenance["updates"] = [*base["provenance"].get("updates", []), note]
+    return {"provenance": provenance, "runs": runs, "failed": base["failed"]}
 
 
 def results_json(results: dict) -> str:
@@ -290,7 +307,7 @@ def cpu_name() -> str:
     )
 
 
-def _provenance(wall: float, seeds: list[int], jobs: int, quick: bool) -> dict:
+def _provenance(wall: float, seeds: list[int], jobs: int, quick: bool, load: float) -> dict:
     import datasets
     import torch
     import transformers
@@ -310,4 +327,6 @@ def _provenance(wall: float, seeds: list[int], jobs: int, quick: bool) -> dict:
         "seeds": seeds,
         "quick": quick,
         "wall_s": round(wall, 1),
+        # Other work on the machine slows the runs down: the 1-minute load average at the start.
+        "load_at_start": round(load, 1),
     }
