@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from annotated_trl import OFFLINE_ENV
-from annotated_trl.lab.experiments import ALL, BROKEN, BROKEN_BY_KEY, Experiment
+from annotated_trl.lab.experiments import ALL, BROKEN, BROKEN_BY_KEY, WARM_STARTS, Experiment
 
 REPO = Path(__file__).resolve().parents[3]
 EXAMPLES = REPO / "annotated_examples"
@@ -30,6 +30,11 @@ QUICK_STEPS = 3
 
 KEYS = list(ALL)  # the site's method order, then the broken runs
 BUILT_ON = {key for e in ALL.values() for key in e.uses.values()}
+# The warm starts that are only another run's starting point are trained once, at this seed, and
+# every seed's run starts from that one (as the learning tests share theirs): the seeds measure a
+# method's spread from one starting point, and the lab pays for each warm start once.
+WARM_START_SEED = 0
+ONCE = {e.key for e in WARM_STARTS}
 
 
 @dataclass(frozen=True)
@@ -43,7 +48,8 @@ class Run:
 
     @property
     def needs(self) -> set["Run"]:
-        return {Run(key, self.seed) for key in self.experiment.uses.values()}
+        uses = self.experiment.uses.values()
+        return {Run(key, WARM_START_SEED if key in ONCE else self.seed) for key in uses}
 
     def folder(self, root: Path) -> Path:
         return root / "runs" / self.key / f"seed{self.seed}"
@@ -67,7 +73,8 @@ def script_argv(run: Run, tiny: Path, root: Path, quick: bool = False) -> list[s
     episodes = (
         ["--total_episodes", str(steps * exp.prompts_per_step)] if exp.prompts_per_step else []
     )
-    models = {flag: str(Run(key, run.seed).folder(root)) for flag, key in exp.uses.items()}
+    needs = {need.key: need for need in run.needs}
+    models = {flag: str(needs[key].folder(root)) for flag, key in exp.uses.items()}
     return [
         str(EXAMPLES / f"{exp.script}_training.py"),
         *["--config", str(EXAMPLES / "recipes" / f"{exp.script}_tiny.yaml")],
