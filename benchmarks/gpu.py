@@ -200,6 +200,32 @@ def flags_for(key: str, models: dict[str, Path], fixture: Path, steps: int, gpu:
     return flags
 
 
+def gpu_only_checks() -> str:
+    """The checks of the methods that cannot run on a CPU (the method table's `gpu_only` rows),
+    as a Markdown list for the performance page: each one's script, what it needs and how long
+    it takes, read from the `# Needs:` and `# Wall time:` paragraphs of its header."""
+    from annotated_trl.methods import METHODS
+
+    items = []
+    for method in (m for m in METHODS if m.gpu_only):
+        script = REPO / "benchmarks" / f"gpu_{method.key}.sh"
+        header = " ".join(
+            line[1:].strip() for line in script.read_text().splitlines() if line.startswith("#")
+        )
+        needs = re.search(r"Needs: (.*?)(?= Wall time:)", header).group(1)
+        wall = re.search(r"Wall time: (.*?\.)(?: |$)", header).group(1)
+        items.append(
+            f"- [{method.name}](annotated_trainers/{method.key}.md): "
+            f"`bash benchmarks/{script.name}`. Needs {needs} Wall time: {wall}"
+        )
+    import importlib.metadata
+
+    pin = next(r for r in importlib.metadata.requires("trl") if r.startswith("vllm"))
+    low, high = re.search(r">=([\d.]+)", pin)[1], re.search(r"<=([\d.]+)", pin)[1]
+    items.append(f"\n`trl[vllm]==1.16.0` installs vLLM {low} to {high}, the versions TRL accepts.")
+    return "\n".join(items)
+
+
 def discover() -> list[str]:
     keys = [path.name.removesuffix("_training.py") for path in EXAMPLES.glob("*_training.py")]
     return sorted(key for key in keys if (RECIPES / f"{key}_tiny.yaml").exists())

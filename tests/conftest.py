@@ -40,7 +40,7 @@ def tiny(tmp_path_factory) -> SimpleNamespace:
     from annotated_trl.fixtures import build_all
 
     root = build_all(tmp_path_factory.mktemp("tiny"))
-    names = ("policy", "teacher", "reward", "token_classifier", "data")
+    names = ("policy", "teacher", "gold_teacher", "reward", "token_classifier", "data")
     return SimpleNamespace(root=root, **{name: root / name for name in names})
 
 

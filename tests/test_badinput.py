@@ -12,14 +12,12 @@ imports; fifteen of them were a minute of the suite's two cores. The per-method 
 (tests/test_<key>_badinput.py) check each kind of mistake and its message in-process.
 """
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from support.processes import OFFLINE_ENV, REPO, run_script
-from support.warm import shared
+from support.processes import REPO, run_script, run_script_warm
 
-from annotated_trl.methods import METHODS
+from annotated_trl.methods import CPU_METHODS as METHODS
 
 BARE = METHODS[0].key  # the one script started as a user starts it
 pytestmark = pytest.mark.badinput
@@ -33,10 +31,7 @@ def wrong_format(method) -> str:
 def run(method, tiny, out):
     """The script, given the wrong data: bare for BARE, forked from the warm interpreter else."""
     script, *args = command(method, tiny, out)
-    if method.key == BARE:
-        return run_script(script, *args)
-    scripts = REPO / "annotated_examples"
-    return shared(**OFFLINE_ENV).run([scripts / script, *args], REPO, {**os.environ, **OFFLINE_ENV})
+    return (run_script if method.key == BARE else run_script_warm)(script, *args)
 
 
 def command(method, tiny, out) -> list:

@@ -148,6 +148,7 @@ PLAIN_ROWS = {
     "prompt_completion": {"prompt": QUESTION, "completion": " 1 + 1 = 2"},
     "language_modeling": {"text": "1 + 1 = 2"},
     "conversational_language_modeling": {"messages": USER + ANSWER},
+    "privileged_context": {"prompt": QUESTION, "privileged_context": "Example: 1 + 1 = 2"},
     "prompt_only": {"prompt": QUESTION, "answer": "2"},
 }
 CONVERSATIONAL_ROWS = {
@@ -168,6 +169,8 @@ CONVERSATIONAL_ROWS = {
     "prompt_completion": {"prompt": USER, "completion": ANSWER},
     "language_modeling": {"messages": USER + ANSWER},
     "conversational_language_modeling": {"messages": USER + ANSWER},
+    # SDFT's context may stay a string beside a conversational prompt (TRL's docs do so).
+    "privileged_context": {"prompt": USER, "privileged_context": "Example: 1 + 1 = 2"},
     "prompt_only": {"prompt": USER, "answer": "2"},
 }
 LABELS = {"kto": "label", "bco": "label", "prm": "labels"}

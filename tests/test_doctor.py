@@ -33,7 +33,7 @@ from annotated_trl.doctor import (
     run_doctor,
 )
 from annotated_trl.fixtures import CHAT_TEMPLATE, EOS, PAD
-from annotated_trl.methods import BY_KEY, METHODS
+from annotated_trl.methods import BY_KEY, CPU_METHODS
 
 pytestmark = pytest.mark.badinput
 
@@ -72,7 +72,7 @@ def qwen_base_like(tiny, tmp_path):
 # --- every method: the tiny recipe passes -----------------------------------------------------
 
 
-@pytest.mark.parametrize("key", [m.key for m in METHODS])
+@pytest.mark.parametrize("key", [m.key for m in CPU_METHODS])
 def test_tiny_recipe_is_healthy(key, tiny, tmp_path):
     findings = run_doctor(key, tiny_recipe(key, tiny, tmp_path))
     assert exit_code(findings) == 0, [f for f in findings if f.level != OK]
@@ -82,7 +82,7 @@ def test_tiny_recipe_is_healthy(key, tiny, tmp_path):
     assert all(f.page.startswith("troubleshooting.md#doctor-") for f in findings)
 
 
-@pytest.mark.parametrize("key", [m.key for m in METHODS])
+@pytest.mark.parametrize("key", [m.key for m in CPU_METHODS])
 def test_truncating_most_rows_is_an_error(key, tiny, tmp_path):
     """A max_length far below the data's lengths cuts most rows, whatever the method. GRPO, RLOO,
     Distillation and PPO have none: they truncate what they generate, not the data, and the

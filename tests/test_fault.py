@@ -19,13 +19,13 @@ from support.fault import assert_identical, command, kill_and_resume
 from support.processes import OFFLINE_ENV
 from support.warm import shared
 
-from annotated_trl.methods import METHODS
+from annotated_trl.methods import CPU_METHODS
 
 # One run per trainer class: a second row on the same trainer (GRPO with tools on GRPOTrainer)
 # resumes through the same checkpoint code, and its tiny run from the random tool policy never
 # reaches the tool loop, so it would repeat the GRPO case at twice the cost.
 FIRST_ROW_OF_EACH_TRAINER: dict[tuple[str, str], object] = {}
-for row in METHODS:
+for row in CPU_METHODS:
     if row.restarts_on_resume is not None:
         FIRST_ROW_OF_EACH_TRAINER.setdefault((row.module, row.trainer), row)
 RESUMABLE = list(FIRST_ROW_OF_EACH_TRAINER.values())

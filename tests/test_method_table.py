@@ -40,6 +40,14 @@ PORT_CHECKLIST = {
         rf'^    "{key}": \(', (REPO / "tests" / "test_distributed.py").read_text(), re.M
     ),
 }
+# The places a GPU-only row (its `gpu_only` reason set) cannot have: each runs the script on the
+# CPU fixture. Its script refuses on a CPU instead (tests/test_<key>_smoke.py asserts the line).
+CPU_ONLY = {
+    "`annotated_examples/recipes/{key}_tiny.yaml`",
+    "`tests/test_{key}_learning.py`",
+    "`tests/golden/{key}.json`",
+    "a row in `src/annotated_trl/lab/experiments.py`",
+}
 # Files in those folders that belong to no single method.
 SHARED = {
     "reference_guides/kl.md",
@@ -62,6 +70,10 @@ def _has(place: str, check, key: str) -> bool:
 def test_every_row_has_its_places(method):
     places = {**CHECKLIST, **(PORT_CHECKLIST if method.port else {})}
     missing = [place for place, check in places.items() if not _has(place, check, method.key)]
+    if method.gpu_only:
+        extra = [place for place in CPU_ONLY if _has(place, places[place], method.key)]
+        assert not extra, f"{method.key} is GPU-only ({method.gpu_only}) yet has {extra}"
+        missing = [place for place in missing if place not in CPU_ONLY]
     assert not missing, f"{method.key}: missing {missing}"
 
 

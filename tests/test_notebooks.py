@@ -12,11 +12,11 @@ from nbclient import NotebookClient
 from support.processes import OFFLINE_ENV, REPO
 
 from annotated_trl.cli import main
-from annotated_trl.methods import METHODS
+from annotated_trl.methods import CPU_METHODS
 from annotated_trl.notebook import script_to_notebook
 from annotated_trl.script_sections import split_script
 
-KEYS = [m.key for m in METHODS]
+KEYS = [m.key for m in CPU_METHODS]  # a GPU-only script has no notebook (no tiny run)
 # Two of the cheapest tiny runs: one model, no reference, no generation (their two steps take
 # well under a second; the kernel's imports of torch, transformers and TRL are the cost).
 EXECUTED = ("reward", "prm")

@@ -212,6 +212,15 @@ def test_memory_page_tables_are_the_functions_output(function):
     assert block.group(1) == getattr(memory, function)()
 
 
+@pytest.mark.parametrize(
+    "name",
+    [p.name for p in sorted((REPO / "docs").glob("*.md")) if "<!-- generated:" in p.read_text()],
+)
+def test_every_generated_block_is_its_functions_output(name):
+    text = page(name)
+    assert generated_blocks.regenerate(text) == text, "run `python -m tools.generated_blocks`"
+
+
 def test_generated_blocks_tool_rewrites_a_stale_block_and_keeps_the_rest():
     """tools/generated_blocks.py: what the tests above compare is what the tool writes."""
     text = page("memory.md")

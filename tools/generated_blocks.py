@@ -9,7 +9,7 @@ A block is marked in the Markdown as
 and the site's tests check that each block equals its function's output. After a change to
 what a function reads (a new method in the table, a new preset), run
 
-    .venv/bin/python tools/generated_blocks.py
+    .venv/bin/python -m tools.generated_blocks   # from the repository root
 
 and commit the pages it rewrote.
 """

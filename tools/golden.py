@@ -47,8 +47,13 @@ VERSIONS = ("trl", "transformers", "torch", "accelerate", "datasets", "peft")
 
 
 def script_keys() -> list[str]:
-    """Every example script's key, e.g. "sft" for annotated_examples/sft_training.py."""
-    return sorted(p.name.removesuffix("_training.py") for p in EXAMPLES.glob("*_training.py"))
+    """Every example script's key, e.g. "sft" for annotated_examples/sft_training.py, but those
+    of GPU-only rows (the method table's `gpu_only`): they have no tiny recipe to run."""
+    from annotated_trl.methods import METHODS
+
+    gpu_only = {m.key for m in METHODS if m.gpu_only}
+    keys = (p.name.removesuffix("_training.py") for p in EXAMPLES.glob("*_training.py"))
+    return sorted(key for key in keys if key not in gpu_only)
 
 
 def golden_path(key: str) -> Path:

@@ -18,6 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 # key -> (name on the site, trainer class in TRL), in the site's order
 METHODS = {m.key: (m.name, m.trainer) for m in TABLE}
+GPU_ONLY = {m.key: m.gpu_only for m in TABLE}
 TEST_KINDS = ("smoke", "learning", "math", "badinput", "parity")
 # Parity (step-by-step equality with trl 1.12.0) applies only to our ports of removed trainers.
 PORT_ONLY = {"parity"}
@@ -58,10 +59,15 @@ def row(key: str) -> list[str]:
     ]
     kinds = test_kinds(key)
     location = trl_location(key, trainer)
+    gpu_only = bool(GPU_ONLY.get(key))  # no tiny recipe, no learning test: it cannot run on CPU
     cells = ["✅" if path.exists() else "—" for path in files]
+    if gpu_only and not files[-1].exists():
+        cells[-1] = "GPU only"
     for kind in TEST_KINDS:
         if kind in PORT_ONLY and not location.startswith("removed"):
             cells.append("n/a")
+        elif gpu_only and kind == "learning" and kind not in kinds:
+            cells.append("GPU only")
         else:
             cells.append("✅" if kind in kinds else "—")
     return [name, location] + cells

@@ -7,12 +7,14 @@ from pathlib import Path
 from mkdocs.structure.files import File
 
 from annotated_trl.content_pages import section_sources
-from annotated_trl.notebook import notebook_json
+from annotated_trl.notebook import has_no_notebook, notebook_json
 
 
 def on_files(files, config):
     root = Path(config.config_file_path).parent
     for script in section_sources(root)["annotated_examples"]:
+        if has_no_notebook(script.name):
+            continue
         uri = f"annotated_examples/{script.stem}.ipynb"
         files.append(File.generated(config, uri, content=notebook_json(script)))
     return files

@@ -8,6 +8,7 @@ annotated_examples/<key>_training.py. The script is cut by `annotated_trl.script
 import html
 import re
 
+from annotated_trl.notebook import has_no_notebook
 from annotated_trl.script_sections import split_script
 
 
@@ -33,8 +34,12 @@ def script_to_markdown(source: str, script_name: str) -> str:
         intro.strip(),
         '<div class="docco-actions" markdown="1">',
         f"[Download `{script_name}`]({script_name}){{ .md-button download }}",
-        # docs/hooks/notebooks.py publishes the notebook beside the script.
-        f"[Download as a notebook]({notebook}){{ .md-button download }}",
+        # docs/hooks/notebooks.py publishes the notebook beside the script (a GPU-only one: none).
+        *(
+            []
+            if has_no_notebook(script_name)
+            else [f"[Download as a notebook]({notebook}){{ .md-button download }}"]
+        ),
         f'<p><button class="md-button" data-clipboard-text="{attr}">'
         "Copy the whole script</button></p>",
         "</div>",

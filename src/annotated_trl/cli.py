@@ -122,9 +122,8 @@ def _lab_merge(args: argparse.Namespace) -> int:
         return 2
     merged = merge_results(base, update)
     Path(args.into).write_text(results_json(merged))
-    print(
-        f"{args.into}: {len(update['runs'])} runs from {args.update}, {len(merged['runs'])} in all"
-    )
+    replaced = ", ".join(merged["provenance"]["updates"][-1]["experiments"]) or "nothing"
+    print(f"{args.into}: {replaced} from {args.update}; {len(merged['runs'])} runs in all")
     return 0
 
 

@@ -30,6 +30,9 @@ TEXT = "a string or a list of messages"  # all TEXT columns of a row agree: plai
 LABEL = "true or false"
 STEPS = "a non-empty list of strings"
 STEP_LABELS = "a list of true/false, one per step"
+# SDFT's teacher-only text: a string, or messages whose texts are joined. Not a TEXT column: a
+# conversational prompt with a string context is what TRL's own docs show.
+CONTEXT = "a non-empty string or a list of messages"
 
 # TRL's dataset formats: the columns that identify each, in detection order (most specific
 # first), with what each column must hold. Conversational variants hold lists of
@@ -45,6 +48,8 @@ FORMATS = {
     "prompt_completion": {"prompt": TEXT, "completion": TEXT},
     "language_modeling": {"text": STRING},
     "conversational_language_modeling": {"messages": MESSAGES},
+    # SDFT: a prompt for the student plus text only its teacher sees (a demonstration).
+    "privileged_context": {"prompt": TEXT, "privileged_context": CONTEXT},
     "prompt_only": {"prompt": TEXT},
 }
 EXAMPLES = {
@@ -59,6 +64,7 @@ EXAMPLES = {
     "prompt_completion": '{"prompt": "...", "completion": "..."}',
     "language_modeling": '{"text": "..."}',
     "conversational_language_modeling": '{"messages": [{"role": "user", "content": "..."}, ...]}',
+    "privileged_context": '{"prompt": "...", "privileged_context": "..."}',
     "prompt_only": '{"prompt": "..."}',
 }
 
@@ -134,6 +140,10 @@ def _check_value(value, kind: str, column: str, row: dict) -> str | None:
                 "steps; expected one label per step"
             )
         return None
+    if kind == CONTEXT:
+        if isinstance(value, str):
+            return None if value.strip() else f'column "{column}" is an empty string'
+        return _check_messages(value, column) if _is_messages(value) else found
     # TEXT: a string (a prompt may be empty), or messages.
     if isinstance(value, str):
         return None if value or column == "prompt" else f'column "{column}" is an empty string'

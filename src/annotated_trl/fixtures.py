@@ -9,11 +9,15 @@ Every test and the offline quick start train on these instead of a Hub model:
       token_classifier/   Qwen2ForTokenClassification, num_labels=2: process reward model
       tool_policy/        the policy's architecture with its own tokenizer and chat template, which
                           render tools and tool calls (annotated_trl.tool_task): GRPO with tools
+      gold_teacher/       GPT2LMHeadModel (hidden 64) with a tokenizer of its own: other merges,
+                          numbers split GPT-2's way (" 28" vs " ", "2", "8"): GOLD's
+                          cross-tokenizer distillation
       data/<format>/{train,test}.jsonl   the toy task in every TRL dataset format
       data/tool_calling/{train,test}.jsonl  two-digit problems for a policy with a calculator
       data/tool_traces/train.jsonl          demonstrations, half of them calling the calculator
 
-All models share one byte-level BPE tokenizer, so a teacher's logits line up with the student's.
+All models but tool_policy and gold_teacher share one byte-level BPE tokenizer, so a teacher's
+logits line up with the student's.
 Same seed, same bytes: building twice gives identical weights and data.
 """
 
@@ -76,6 +80,8 @@ DATA_FORMATS = (
     "triple_preference",
     "implicit_triple_preference",
     "conversational_triple_preference",
+    "privileged_context",
+    "conversational_privileged_context",
 )
 
 
@@ -180,6 +186,12 @@ def _rows(fmt: str, problems: list[Problem], rng: random.Random) -> list[dict]:
             )
         elif fmt == "stepwise_supervision":
             rows.append(_stepwise_row(p, rng))
+        elif fmt.endswith("privileged_context"):
+            # SDFT: the worked solution is shown to the teacher only, the way TRL's example
+            # script words a demonstration.
+            prompt = _user(p.question) if fmt.startswith("conversational") else p.question
+            context = f"Example response: {p.solution()}"
+            rows.append({"prompt": prompt, "privileged_context": context, "answer": p.answer})
         elif fmt.endswith("triple_preference"):
             rows.append(_triple_row(fmt, p, good, rng))
         else:
@@ -284,7 +296,60 @@ def build_all(out_dir: str | Path, seed: int = 0) -> Path:
         _save(model_class(config), tokenizer, out_dir / name)
     build_data(out_dir, seed)
     build_tool_fixture(out_dir, seed)
+    build_gold_teacher(out_dir, seed)
     return out_dir
+
+
+def build_teacher_tokenizer(corpus: list[str], vocab_size: int = 320) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer that cuts the same text elsewhere than `build_tokenizer`'s.
+
+    GPT-2's split rule instead of Qwen2's: a number is one pre-token with the space before it
+    (" 28"), where Qwen2 isolates every digit and the space (" ", "2", "8"); a smaller vocabulary
+    learns other merges, so the ids differ too. The same special tokens, so the student's ChatML
+    text (which GOLD hands the teacher as a string) still reads as ChatML.
+    """
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.normalizer = normalizers.NFC()
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[PAD, IM_START, EOS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(corpus, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        eos_token=EOS,
+        pad_token=PAD,
+        chat_template=CHAT_TEMPLATE,
+        model_max_length=512,
+    )
+
+
+def build_gold_teacher(out_dir: str | Path, seed: int = 0) -> None:
+    """gold_teacher/: a teacher of another family (GPT-2, hidden 64) with
+    `build_teacher_tokenizer`'s vocabulary, for GOLD's distillation across tokenizers.
+
+    GPT-2, not Qwen2: `AutoTokenizer` reads a Qwen2 config and rebuilds Qwen2's split rule over
+    the saved one, which would make the two tokenizers cut alike again. Its own seed: the models
+    above are left exactly as they were."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tokenizer = build_teacher_tokenizer(_tokenizer_corpus(seed))
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_embd=64,
+        n_layer=2,
+        n_head=4,
+        n_positions=512,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed + 20)
+    _save(GPT2LMHeadModel(config), tokenizer, Path(out_dir) / "gold_teacher")
 
 
 def build_tool_fixture(out_dir: str | Path, seed: int = 0) -> None:

@@ -75,9 +75,28 @@ class InvocationError(ValueError):
 def parse_or_exit(parser, args: list[str] | None = None) -> tuple:
     """`parser.parse_args_and_config(args)`, or exit with one line naming the problem."""
     try:
+        check_hardware(list(sys.argv[1:] if args is None else args))
         return parse_checked(parser, args)
     except InvocationError as error:
         sys.exit(f"error: {error}")
+
+
+def check_hardware(args: list[str]) -> None:
+    """A GPU-only method's script (its row's `gpu_only`) on a machine without CUDA: refuse first,
+    before the flags (bf16's refusal would otherwise suggest `--use_cpu`). `--help` still works."""
+    from annotated_trl.methods import BY_KEY
+
+    key = Path(sys.argv[0]).name.removesuffix("_training.py")
+    reason = BY_KEY[key].gpu_only if key in BY_KEY else ""
+    if not reason or {"-h", "--help"} & set(args):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise InvocationError(
+            f"{key} needs CUDA GPUs and this machine has none: {reason}; "
+            f"run it on GPUs as annotated_examples/recipes/{key}.yaml says"
+        )
 
 
 def parse_checked(parser, args: list[str] | None = None) -> tuple:
@@ -288,7 +307,8 @@ def _check_generations(parser, values) -> None:
             f"per_device_train_batch_size {per_device} × {processes} "
             f"process{'es' if processes > 1 else ''} × steps_per_generation {steps}"
         )
-    if generations < 2:
+    # SDFT distils every answer on its own (no advantages, no group): one per prompt is fine.
+    if generations < 2 and not hasattr(values, "teacher_prompt_template"):
         raise InvocationError(
             f"--num_generations {generations}: the advantages compare completions of one "
             f"prompt, so at least 2 are needed; expected a divisor of the generation batch "

@@ -205,6 +205,18 @@ LOSS_HEADS: dict[str, str | int] = {
     # the student's difference and KL term (3), the two weighted terms and their sum (3): 17
     # (benchmarks/memory_check.py measures 17.0 at that `aten::add`).
     "gkd": 17,
+    # GOLD at its defaults (use_uld_loss False) runs its own copy of the same generalized_jsd_loss
+    # on the full logits: GKD's count (read from the code, not measured). ULD sorts probabilities
+    # per sequence instead, in a Python loop over the batch.
+    "gold": 17,
+    # SDFT's default top-k loss (read from the code, not measured): the student's and the
+    # teacher's temperature-scaled logits (2), the exp inside each log-sum-exp (1 at a time), and
+    # in backward the student logits' gradient and the log-sum-exp's softmax (2).
+    "sdft": 5,
+    # Server distillation (read from the code, not measured): the student's full logits, their
+    # temperature-scaled copy and log_softmax, and in backward the log_softmax's gradient; the
+    # teacher's top-k from the server is vocabulary-free.
+    "server_distillation": 4,
     "reward": "score",
     "prm": "score",
     "dpo": "fused",
@@ -227,6 +239,13 @@ LOSS_HEADS: dict[str, str | int] = {
     "rloo": "fused",
     # A*-PO's `_get_sequence_logps`: the logits and selective_log_softmax, as the ports'.
     "a2po": 4,
+    # SDPO (read from the code, not measured): the student's and the teacher's completion logits,
+    # scaled by the temperature, and selective_log_softmax on each (the default sampled_token
+    # loss); full_logits and topk_logits add log-softmaxes of both.
+    "sdpo": 4,
+    # Async GRPO: `add_fused_lm_head`, tiles of the labelled positions only (read from the code;
+    # not measured: the trainer needs a GPU and a vLLM server).
+    "async_grpo": "fused",
     "ppo": 4,
 }
 

@@ -58,6 +58,10 @@ class Method:
     fixture: Fixture = Fixture("conversational_prompt_only")
     experimental: bool = False  # TRL 1.16 ships it under trl.experimental
     lora: bool = True  # the trainer takes a `peft_config` (A2POTrainer does not)
+    # Why it cannot train on a CPU ("" = it runs on the offline fixture). A GPU-only row has no
+    # tiny recipe, golden curve, learning test or lab run; its script refuses on a CPU in one
+    # line, and the generic tests that run scripts take CPU_METHODS.
+    gpu_only: str = ""
 
     @property
     def module(self) -> str:
@@ -87,6 +91,8 @@ NUM_TOKENS = ("num_tokens",)
 PAIRED_WITH_REFERENCE = Holds(reference=True, sequences_per_row=2)
 # The fixture's models that the tiny runs' flags point at.
 TEACHER = (("teacher_model_name_or_path", "teacher"),)
+# GOLD's teacher cuts text with another tokenizer (annotated_trl.fixtures.build_teacher_tokenizer).
+GOLD_TEACHER = (("teacher_model_name_or_path", "gold_teacher"),)
 REWARD_MODEL = (("reward_model_path", "reward"),)
 SCORER = (("reward_model_name_or_path", "reward"),)  # a reward model instead of functions
 
@@ -121,6 +127,47 @@ METHODS = (
         Holds(teacher=True, generates=True),
         fixture=Fixture("conversational_language_modeling", TEACHER),
         experimental=True,
+    ),
+    # GOLD: GKD's on/off-policy mixture, and with `use_uld_loss` a teacher of another tokenizer
+    # (the texts are re-tokenized for the teacher and aligned by bytes). Its collator splits the
+    # prompt from the completion, so rows need an assistant answer or a `completion`.
+    Method(
+        "gold",
+        "GOLD",
+        "GOLDTrainer",
+        SUPERVISED,
+        ("conversational_language_modeling", "prompt_completion"),
+        Holds(teacher=True, generates=True),
+        fixture=Fixture("conversational_language_modeling", GOLD_TEACHER),
+        experimental=True,
+    ),
+    # SDFT: the student samples from the prompt alone; its teacher is the same network shown the
+    # prompt plus `privileged_context` (a demonstration), frozen at the start by default
+    # (teacher_model_kind "base": a second copy, or the adapter switched off under LoRA). Plain
+    # demonstrations (prompt + completion) work too: the script words the completion as the context.
+    Method(
+        "sdft",
+        "SDFT",
+        "SDFTTrainer",
+        SUPERVISED,
+        ("privileged_context", "prompt_completion"),
+        Holds(reference=True, generates=True),
+        fixture=Fixture("privileged_context"),
+        experimental=True,
+    ),
+    # Server distillation: Distillation's on-policy loop with the teacher on a vLLM server that
+    # returns only its top-k log-probs per token; the divergence is restricted to that support
+    # plus a tail bucket. The teacher is not held in memory. (AsyncDistillationTrainer, its
+    # asynchronous sibling with several teachers (MOPD), is taught on the same pages.)
+    Method(
+        "server_distillation",
+        "Server distillation",
+        "ServerDistillationTrainer",
+        SUPERVISED,
+        ("prompt_only", "prompt_completion"),
+        Holds(generates=True),
+        experimental=True,
+        gpu_only="the teacher is scored by a vLLM server (vLLM runs on CUDA GPUs)",
     ),
     Method(
         "reward",
@@ -277,6 +324,32 @@ METHODS = (
         experimental=True,
         lora=False,
     ),
+    # SDPO: a group per prompt and rewards as GRPO, but the loss distils the policy into itself
+    # re-prompted with a successful sibling answer (an EMA copy by default: the teacher).
+    Method(
+        "sdpo",
+        "SDPO",
+        "SDPOTrainer",
+        RL,
+        # A `privileged_context` column holds feedback for `include_environment_feedback`.
+        ("prompt_only", "privileged_context"),
+        Holds(teacher=True, generates=True),
+        experimental=True,
+    ),
+    # Async GRPO: generation runs on a vLLM server while the trainer steps; samples up to
+    # `max_staleness` weight versions old are trained with the clipped ratio to the generator's
+    # own log-probs. Tree-packed forwards use a FlashAttention-3 kernel: CUDA only.
+    Method(
+        "async_grpo",
+        "Async GRPO",
+        "AsyncGRPOTrainer",
+        RL,
+        PROMPTS,
+        Holds(generates=True),
+        experimental=True,
+        gpu_only="generation runs on a vLLM server and its tree-packed forward on a CUDA"
+        " FlashAttention-3 kernel",
+    ),
     Method(
         "ppo",
         "PPO",
@@ -292,6 +365,8 @@ METHODS = (
     ),
 )
 BY_KEY = {m.key: m for m in METHODS}
+# The rows whose scripts train on the offline fixture: what the tests that run scripts take.
+CPU_METHODS = tuple(m for m in METHODS if not m.gpu_only)
 
 # What flows through one training step of each family, drawn at the top of its walkthroughs and in
 # the methods overview.
@@ -325,7 +400,8 @@ FLOWS = {
         "samples: a group per prompt (PPO, A*-PO: one)",
         "rewards",
         "advantages: group-relative, leave-one-out, a value model's, or r − V* (A*-PO)",
-        "clipped policy-gradient loss (+ KL to the reference); A*-PO: a least-squares fit",
+        "clipped policy-gradient loss (+ KL to the reference); A*-PO: a least-squares fit;"
+        " SDPO: a divergence to its own re-prompted predictions",
     ),
 }
 assert set(FLOWS) == {m.family for m in METHODS}

@@ -80,6 +80,14 @@ def _tiny_run(paragraph: str) -> str:
     )
 
 
+def has_no_notebook(script_name: str) -> bool:
+    """A GPU-only method's script (its row's `gpu_only`): no tiny run to start a notebook with."""
+    from annotated_trl.methods import BY_KEY
+
+    method = BY_KEY.get(script_name.removesuffix(".py").removesuffix("_training"))
+    return bool(method and method.gpu_only)
+
+
 def script_to_notebook(path: str | Path) -> dict:
     """The notebook (nbformat 4 JSON) of the annotated script at `path`."""
     docstring, sections = split_script(Path(path).read_text(encoding="utf-8"))

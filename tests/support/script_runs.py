@@ -2,7 +2,7 @@
 every script the same way (tests/test_distributed.py, tests/test_reproducible.py); the data and
 models each one needs come from the method table."""
 
-from annotated_trl.methods import METHODS
+from annotated_trl.methods import CPU_METHODS, METHODS
 
 # Each script's fixture data, and what it needs beyond its tiny recipe and the tiny policy (the
 # recipes name `tiny/...` paths relative to the repo; the test fixture lives elsewhere).
@@ -11,7 +11,7 @@ RUNS = {
         m.fixture.data,
         [x for flag, model in m.fixture.models for x in (f"--{flag}", f"{{tiny}}/{model}")],
     )
-    for m in METHODS
+    for m in CPU_METHODS
 }
 PORTS = tuple(m.key for m in METHODS if m.port)
 STEPS = 2

@@ -6,6 +6,7 @@ exactly what a reader would run. The pipeline is the real one, at toy scale:
 
     random policy --SFT--> policy that solves ~40% --DPO, KTO, BCO, GRPO, PPO, ...--> better?
                                  \\--teacher--> distillation, GKD train a random student
+    random GPT-2 teacher --SFT (sft_gold_teacher)--> GOLD trains a random student across tokenizers
     random tool policy --SFT on tool demonstrations (sft_tools)--> GRPO with tools
 
 ORPO, CPO and TPO start from the random policy: they fold the SFT stage into their loss. The
@@ -15,7 +16,7 @@ reward model and the PRM start from random classifiers. Settings come from the l
 
 from dataclasses import dataclass, field, replace
 
-from annotated_trl.methods import BY_KEY, METHODS
+from annotated_trl.methods import CPU_METHODS
 
 FROM_RANDOM: dict[str, str] = {}  # the fixture's untrained policy
 TEACHER = {"--teacher_model_name_or_path": "sft"}  # the SFT run teaches a random student
@@ -126,12 +127,39 @@ EXPERIMENTS = (
         uses=TEACHER,
         curves=(LOSS,),
     ),
+    # SDFT from the random policy, settings of tests/test_sdft_learning.py (the tiny recipe's):
+    # its teacher is the same starting weights shown the worked answer. A random model barely
+    # reads its context: the gap to that teacher closes, the solve rate is not expected to move.
+    Experiment(
+        "sdft",
+        "privileged_context",
+        40,
+        [*_lr(1e-3), "--eval_strategy", "no"],
+        uses=FROM_RANDOM,
+        curves=(
+            Curve(
+                "sdft/distillation_loss",
+                "divergence to the demonstration-conditioned teacher, nats per token",
+            ),
+            Curve("completions/mean_length", "mean length of the sampled answers, tokens"),
+        ),
+    ),
     Experiment(
         "gkd",
         "conversational_language_modeling",
         100,
         [*_lr(1e-3), "--eval_strategy", "no"],
         uses=TEACHER,
+        curves=(LOSS,),
+    ),
+    # GOLD: a random student learns from a teacher of another family and tokenizer (the GPT-2
+    # gold_teacher, SFT-trained on the task by the warm start below), by the ULD loss.
+    Experiment(
+        "gold",
+        "conversational_language_modeling",
+        100,
+        [*_lr(1e-3), "--eval_strategy", "no"],
+        uses={"--teacher_model_name_or_path": "sft_gold_teacher"},
         curves=(LOSS,),
     ),
     Experiment(
@@ -286,6 +314,28 @@ EXPERIMENTS = (
             Curve("implicit_reward", "beta2 log(policy / reference)"),
         ),
     ),
+    # SDPO from the SFT policy, settings of tests/test_sdpo_learning.py: 4 prompts x 8
+    # completions, the trainer's defaults (sampled-token reverse KL to the EMA teacher). The tiny
+    # model cannot use the worked answer in the teacher prompt: in our run (runs/lab-sdpo) the
+    # greedy solve rate fell from ~0.3 to 0.00-0.08 in 30 steps; the method's limit, shown.
+    Experiment(
+        "sdpo",
+        "conversational_prompt_only",
+        30,
+        [
+            *_lr(5e-4),
+            *["--per_device_train_batch_size", "32", "--num_generations", "8"],
+            *["--max_completion_length", "10", "--success_reward_threshold", "1.0"],
+        ],
+        curves=(
+            Curve("self_distillation/reward_mean", "mean reward of the sampled completions"),
+            Curve(
+                "self_distillation/reprompt_sample_fraction",
+                "share of completions with a teacher prompt (0: nothing to learn)",
+            ),
+            Curve("self_distillation/distillation_loss", "sampled-token distillation loss"),
+        ),
+    ),
     Experiment(
         "ppo",
         "conversational_prompt_only",
@@ -321,10 +371,23 @@ WARM_STARTS = (
         curves=(LOSS,),
         method="sft",
     ),
+    # GOLD's teacher: the fixture's GPT-2 model (its own tokenizer) after SFT's steps on the task,
+    # so that the student has something to learn across tokenizers.
+    Experiment(
+        "sft_gold_teacher",
+        "conversational_language_modeling",
+        800,
+        [*_lr(1e-3), "--model_name_or_path", "{tiny}/gold_teacher", "--eval_strategy", "no"],
+        uses=FROM_RANDOM,
+        curves=(LOSS,),
+        method="sft",
+    ),
 )
 BY_METHOD = {e.key: e for e in EXPERIMENTS}
-assert set(BY_METHOD) == set(BY_KEY), "every method has a lab experiment"
-ORDER = [m.key for m in METHODS]
+# A GPU-only row (its `gpu_only` reason) has no lab run: the lab trains on the CPU fixture.
+_MISSING = {m.key for m in CPU_METHODS} ^ set(BY_METHOD)
+assert not _MISSING, f"every CPU method has a lab experiment: {_MISSING}"
+ORDER = [m.key for m in CPU_METHODS]
 
 BROKEN = (
     Broken(

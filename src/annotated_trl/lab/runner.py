@@ -20,7 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from annotated_trl import OFFLINE_ENV
-from annotated_trl.lab.experiments import ALL, BROKEN, BROKEN_BY_KEY, WARM_STARTS, Experiment
+from annotated_trl.lab.experiments import (
+    ALL,
+    BROKEN,
+    BROKEN_BY_KEY,
+    ORDER,
+    WARM_STARTS,
+    Experiment,
+)
 
 REPO = Path(__file__).resolve().parents[3]
 EXAMPLES = REPO / "annotated_examples"
@@ -275,19 +282,39 @@ def run_lab(
 
 def merge_results(base: dict, update: dict) -> dict:
     """`base` with the experiments `update` ran replaced by `update`'s runs: a method added, or
-    re-run after a change, without training the whole lab again. The base run's provenance stays
-    (it measured the whole lab); the update's goes under "updates", with the experiments it ran.
+    re-run after a change, without training the whole lab again. A run the update only built on
+    (the SFT policy) that computed what the base's did (same scores, same logged numbers but
+    the timings) keeps the base's record, timed with the whole lab. The base run's provenance
+    stays; the update's goes under "updates", with the experiments it replaced.
     """
     assert not update["failed"], f"the update has failed runs: {update['failed']}"
     assert not update["provenance"]["quick"], "a --quick run is a check, not a result"
-    rerun = {run["experiment"] for run in update["runs"]}
-    runs = [run for run in base["runs"] if run["experiment"] not in rerun] + update["runs"]
+    before = {(run["experiment"], run["seed"]): run for run in base["runs"]}
+    new = [run for run in update["runs"] if not _same_computation(run, before)]
+    rerun = {run["experiment"] for run in new}
+    # Only what a whole lab at the base's seeds would train (a warm start now trained once leaves
+    # its other seeds behind).
+    planned = {(run.key, run.seed) for run in plan(ORDER, base["provenance"]["seeds"])}
+    runs = [run for run in base["runs"] if run["experiment"] not in rerun] + new
+    runs = [run for run in runs if (run["experiment"], run["seed"]) in planned]
     order = {key: i for i, key in enumerate(KEYS)}
     runs.sort(key=lambda run: (order.get(run["experiment"], len(order)), run["seed"]))
     note = {**update["provenance"], "experiments": sorted(rerun, key=lambda k: order.get(k, 0))}
     provenance = {**base["provenance"]}
     provenance["updates"] = [*base["provenance"].get("updates", []), note]
     return {"provenance": provenance, "runs": runs, "failed": base["failed"]}
+
+
+def _same_computation(run: dict, before: dict) -> bool:
+    old = before.get((run["experiment"], run["seed"]))
+
+    def numbers(record: dict) -> list:
+        return [
+            {k: v for k, v in row.items() if "runtime" not in k and "per_second" not in k}
+            for row in record["log"]
+        ]
+
+    return old is not None and old["scores"] == run["scores"] and numbers(old) == numbers(run)
 
 
 def results_json(results: dict) -> str:
