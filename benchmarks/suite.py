@@ -210,9 +210,8 @@ def table(results: dict) -> str:
             f"nothing else) costs {min(costs):.1f}–{max(costs):.1f} CPU-s, "
             f"{floor['total_cpu_s']:.0f} CPU-s in all: what a bare `python script.py` costs "
             "before its first step. The suite starts one script that way, where what a user's "
-            "terminal shows is the point (tests/test_badinput.py), and the invocation tests a few "
-            "more; every other script run is forked from a warm interpreter "
-            "(tests/support/warm.py).\n"
+            "terminal shows is the point (tests/test_badinput.py); every other script run is "
+            "forked from a warm interpreter (tests/support/warm.py).\n"
         )
     return "\n".join(parts)
 
