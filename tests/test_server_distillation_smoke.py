@@ -1,42 +1,29 @@
 """Server distillation's script on a machine without CUDA: it refuses in one line, before any
-flag is checked or anything loads, and writes nothing. (It cannot train here: the method table's
-`gpu_only` says why. What runs on a CPU is tested in tests/test_server_distillation_math.py,
-against a stand-in teacher server; the GPU run is benchmarks/gpu_server_distillation.sh.)"""
+flag is checked or anything loads, and writes nothing (tests/support/gpu_only.py). It cannot
+train here: the method table's `gpu_only` says why. What runs on a CPU is tested in
+tests/test_server_distillation_math.py, against a stand-in teacher server; the GPU run is
+benchmarks/gpu_server_distillation.sh."""
 
 import pytest
-import torch
-from support.processes import run_script_warm
-
-from annotated_trl.methods import BY_KEY
+from support.gpu_only import (
+    assert_refusal_comes_first_and_help_works,
+    assert_refuses_in_one_line,
+    require_no_gpu,
+)
 
 pytestmark = pytest.mark.smoke
-SCRIPT = "server_distillation_training.py"
-RECIPE = "annotated_examples/recipes/server_distillation.yaml"
+KEY = "server_distillation"
 
 
 @pytest.fixture(autouse=True)
 def no_gpu():
-    if torch.cuda.is_available():
-        pytest.skip("this machine has a GPU: the script would try to train")
+    require_no_gpu()
 
 
 def test_script_refuses_on_cpu_in_one_line_and_writes_nothing(tmp_path):
-    out = tmp_path / "out"
-    result = run_script_warm(SCRIPT, "--config", RECIPE, "--output_dir", str(out))
-    assert result.returncode == 1, result.stderr[-2000:]
-    (line,) = result.stderr.strip().splitlines()
-    assert line == (
-        f"error: server_distillation needs CUDA GPUs and this machine has none: "
-        f"{BY_KEY['server_distillation'].gpu_only}; run it on GPUs as {RECIPE} says"
-    )
-    assert "Traceback" not in result.stderr and not out.exists()
+    assert_refuses_in_one_line(KEY, tmp_path)
 
 
 def test_the_refusal_comes_before_the_flags_and_help_still_works(tmp_path):
-    # A misspelt flag would be refused too, but the missing GPU is the first thing to fix.
-    refused = run_script_warm(SCRIPT, "--loss_topk", "8", "--output_dir", str(tmp_path))
-    assert refused.returncode == 1 and "needs CUDA GPUs" in refused.stderr
-    assert "loss_topk" not in refused.stderr
-    helped = run_script_warm(SCRIPT, "--help")
-    assert helped.returncode == 0
-    assert "--teacher_model_server_url" in helped.stdout and "--loss_top_k" in helped.stdout
+    helped = assert_refusal_comes_first_and_help_works(KEY, ["--loss_topk", "8"], tmp_path)
+    assert "--teacher_model_server_url" in helped and "--loss_top_k" in helped
