@@ -14,10 +14,13 @@ which also keeps transformers' default top-k of 50) on the prompts it trains on,
 per prompt (~1,550 answers, a fixed sampling seed) before and after. The logged `reward` of
 20-step windows moved too much from run to run to assert on.
 
-Measured on the 2-core machine (loaded; seeds 42-45, the default CPU setting; not yet run under
-benchmarks/cross_cpu.py): the sampled reward rose 0.325 -> 0.401, 0.340 -> 0.433,
-0.336 -> 0.392, 0.341 -> 0.412 (rises 0.075 / 0.094 / 0.056 / 0.070: mean 0.074, sd 0.016).
-Threshold 0.025, 3.1 sd below the mean. (Without the top-k of 50, as
+Measured on the 2-core machine (loaded; seeds 42-45, before benchmarks/cross_cpu.py): the
+sampled reward rose 0.325 -> 0.401, 0.340 -> 0.433, 0.336 -> 0.392, 0.341 -> 0.412 (rises 0.075 /
+0.094 / 0.056 / 0.070). Then with benchmarks/cross_cpu.py (benchmarks/results/cross_cpu.md), seed
+offset 0 under five CPU settings (AVX2 and no-SIMD kernels, 1 and 2 threads, MKL_CBWR=COMPATIBLE):
+0.028 / 0.028 / 0.066 / 0.066 / 0.038, and offsets 1 and 2: 0.065 / 0.061. It rose in every run,
+but by as little as 0.028 (mean 0.050, sd 0.018): the threshold is 0, 2.8 sd below the mean (it
+was 0.025, 0.2 sd below the suite's own setting). (Without the top-k of 50, as
 `annotated_trl.toy_task.solved_fraction` samples, the rises were 0.042 / 0.054 / 0.043 / 0.009:
 the updates push the sampled wrong answers down, and part of that mass lands in the tail.)
 Tried and rejected: lr 2e-4 and above collapsed the reward in 3 of 4 seeds (to 0.02-0.12); 120
@@ -38,7 +41,7 @@ from transformers import AutoTokenizer
 from trl.experimental.a2po import A2POConfig, A2POTrainer
 
 STEPS = 80
-THRESHOLD = 0.025  # see the module docstring
+THRESHOLD = 0.0  # see the module docstring
 SAMPLES = 8  # per prompt, to measure the sampled reward
 
 

@@ -24,7 +24,10 @@ seed 43, as `--seed-offset 1` runs it):
   tiny policy does not always repeat the tool's result.
 - tools/failure_frequency: 0 in one run, up to 0.05 and 0.125 in the others (a call to a tool
   with a misspelt argument): not asserted.
-Three runs are few; benchmarks/cross_cpu.py has not measured this module yet.
+Under benchmarks/cross_cpu.py (benchmarks/results/cross_cpu.md), five CPU settings at seed offset 0
+and offsets 1, 2 on one: calls per completion rose 0.32 / 0.32 / 0.43 / 0.43 / 0.34, then 0.23 /
+0.26 (threshold 0.1); right calls 0.28 / 0.28 / 0.37 / 0.37 / 0.34, then 0.18 / 0.24 (threshold
+0.05); right final answers 0.21 / 0.21 / 0.27 / 0.27 / 0.21, then 0.11 / 0.19 (threshold 0).
 Wall time: warm start 65-79 s and GRPO 41-44 s at load 6 on the 2 cores; 41 s and 16 s at load 3.
 """
 

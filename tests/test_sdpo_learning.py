@@ -15,12 +15,13 @@ KL(student || teacher), before (teacher = student weights: the gap comes from th
 and after training (the trainer's EMA teacher then).
 
 Measured on the 2-core machine (loaded by other jobs; seed offsets 0, 1, 2, i.e. warm start and
-SDPO seeds 42-44; the default CPU setting; not yet run under benchmarks/cross_cpu.py): the KL
-fell by 2.054, 1.677 and 2.013 nats (mean 1.915, sd 0.207). Prototype runs from the lab's SFT
-policy instead (seeds 42-44) fell by 1.50, 1.24, 1.18 nats from 4.67. Threshold 1.0: 4.4 sd below
-the mean of the test's runs and below all six runs. Tried and rejected: lr 1e-4 for 20 steps
-moved the KL by less than 0.01 (seed 42); lr 1e-3 for 20 steps fell by 3.6 / 1.6 / 1.4 nats, too
-spread, as the reward collapses in some seeds and steps without a success teach nothing.
+SDPO seeds 42-44; the default CPU setting; then the same under benchmarks/cross_cpu.py): the KL
+fell by 2.054, 1.677 and 2.013 nats (mean 1.915, sd 0.207); under the five CPU settings of
+benchmarks/cross_cpu.py at offset 0: 2.054 / 2.054 / 1.682 / 1.682 / 1.820. Prototype runs from the
+lab's SFT policy instead (seeds 42-44) fell by 1.50, 1.24, 1.18 nats from 4.67. Threshold 1.0: 4.4
+sd below the mean of the test's runs and below all six runs. Tried and rejected: lr 1e-4 for 20
+steps moved the KL by less than 0.01 (seed 42); lr 1e-3 for 20 steps fell by 3.6 / 1.6 / 1.4 nats,
+too spread, as the reward collapses in some seeds and steps without a success teach nothing.
 Wall time on the 2-core machine (load ~4): the SDPO part ~10-15 s (30 steps 7-11 s, the held-out
 batch and two KL measurements ~1 s), after the shared SFT warm start.
 What it does not show: a higher reward. On this toy task the 31k-parameter model cannot read a

@@ -11,7 +11,8 @@ The learning test's numbers (60 steps, batch 16, lr 3e-3), measured on this 2-co
 question is the same in every row) and 1.00 after at seed offsets 0, 1, 2 and 3; last logged loss
 over first 0.141 / 0.132 / 0.143 (threshold 0.5). At 40 steps the accuracy was 0.52, so the
 accuracy threshold (0.75) sits on a steep part of the curve only if a CPU's path is 20 steps
-slower. Not yet measured with benchmarks/cross_cpu.py (other kernels and MKL paths).
+slower. Under benchmarks/cross_cpu.py (benchmarks/results/cross_cpu.md): accuracy 1.00 and loss
+ratio 0.141 under all five CPU settings at offset 0.
 """
 
 import json
