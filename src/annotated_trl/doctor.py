@@ -274,8 +274,7 @@ def check_generation_batch(subject: Subject) -> list[Finding]:
     except ValueError as error:
         fix = "set one of generation_batch_size or steps_per_generation, a multiple of the batch"
         return [Finding(ERROR, "generation-batch", f"{error}; the config refuses it", fix)]
-    # SDFT (the config with a teacher prompt template) distils each answer on its own: 1 is fine.
-    if g < 2 and "teacher_prompt_template" not in s:
+    if g < subject.method.min_generations:
         return [
             Finding(
                 ERROR,

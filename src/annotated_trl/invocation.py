@@ -307,8 +307,11 @@ def _check_generations(parser, values) -> None:
             f"per_device_train_batch_size {per_device} × {processes} "
             f"process{'es' if processes > 1 else ''} × steps_per_generation {steps}"
         )
-    # SDFT distils every answer on its own (no advantages, no group): one per prompt is fine.
-    if generations < 2 and not hasattr(values, "teacher_prompt_template"):
+    from annotated_trl.methods import BY_KEY
+
+    # The method table says how few make sense (SDFT distils each answer on its own: 1).
+    key = Path(sys.argv[0]).name.removesuffix("_training.py")
+    if generations < (BY_KEY[key].min_generations if key in BY_KEY else 2):
         raise InvocationError(
             f"--num_generations {generations}: the advantages compare completions of one "
             f"prompt, so at least 2 are needed; expected a divisor of the generation batch "

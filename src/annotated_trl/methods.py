@@ -58,6 +58,9 @@ class Method:
     fixture: Fixture = Fixture("conversational_prompt_only")
     experimental: bool = False  # TRL 1.16 ships it under trl.experimental
     lora: bool = True  # the trainer takes a `peft_config` (A2POTrainer does not)
+    # The fewest `num_generations` that make sense: 2 where advantages compare the completions of
+    # one prompt (GRPO, RLOO, SDPO's successful siblings); SDFT distils each answer on its own.
+    min_generations: int = 2
     # Why it cannot train on a CPU ("" = it runs on the offline fixture). A GPU-only row has no
     # tiny recipe, golden curve, learning test or lab run; its script refuses on a CPU in one
     # line, and the generic tests that run scripts take CPU_METHODS.
@@ -154,6 +157,7 @@ METHODS = (
         Holds(reference=True, generates=True),
         fixture=Fixture("privileged_context"),
         experimental=True,
+        min_generations=1,
     ),
     # Server distillation: Distillation's on-policy loop with the teacher on a vLLM server that
     # returns only its top-k log-probs per token; the divergence is restricted to that support
