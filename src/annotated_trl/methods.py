@@ -5,6 +5,7 @@ checker's formats, the memory estimator's models, the lab); a new method is a ro
 three content files.
 """
 
+import importlib
 from dataclasses import dataclass
 
 
@@ -371,6 +372,15 @@ METHODS = (
 BY_KEY = {m.key: m for m in METHODS}
 # The rows whose scripts train on the offline fixture: what the tests that run scripts take.
 CPU_METHODS = tuple(m for m in METHODS if not m.gpu_only)
+
+
+def import_trainers(methods=CPU_METHODS) -> None:
+    """Import each method's trainer class now. TRL and transformers load a trainer's module on
+    first use, about 4.5 CPU-seconds on this machine: a process that forks one child per run
+    (the lab, the test suite's warm interpreter) pays it here, once, instead of in every child."""
+    for method in methods:
+        getattr(importlib.import_module(method.module), method.trainer)
+
 
 # What flows through one training step of each family, drawn at the top of its walkthroughs and in
 # the methods overview.

@@ -1,11 +1,15 @@
 """Run the lab: every experiment at every seed, two at a time, and one results file.
 
 Each run is the method's example script, executed by `runpy` in a child forked from this
-process. The parent imports torch, transformers and TRL once, so a run costs its training and
-not the 5-7 CPU-seconds a fresh interpreter spends importing them (benchmarks/results/suite.md);
-the fork gives each run its own process all the same, so `os.wait4` reports that run's own peak
-memory and CPU time, and a crash or `sys.exit` ends only that run. Each child uses one thread:
-two runs side by side use the 2-core box better than one run on two threads (tiny matrices).
+process. The parent imports every trainer once (`import_trainers`), so a run costs its training
+and not the 5-7 CPU-seconds a fresh interpreter spends importing them
+(benchmarks/results/suite.md). Importing the packages is not enough: TRL and transformers load a
+trainer's modules on first use (forked after the fixture's build, which loads the model code, a
+3-step DPO run took 2.1 CPU-s without `import_trainers` and 0.9 with it: 80 CPU-s over a whole
+lab). The fork gives each run its own process all the same, so `os.wait4` reports that run's own
+peak memory and CPU time, and a crash or `sys.exit` ends only that run. Each child uses one
+thread: two runs side by side use the 2-core box better than one run on two threads (tiny
+matrices).
 """
 
 import json
@@ -223,10 +227,12 @@ def run_lab(
     """Train `methods` (and the runs they build on) at `seeds`; return and write
     `root/results.json`. Prints one line per finished run."""
     import torch
-    import transformers  # imported once here, inherited by every run
-    import trl  # noqa: F401
+    import transformers
 
     from annotated_trl.fixtures import build_all
+    from annotated_trl.methods import import_trainers
+
+    import_trainers()  # once here, inherited by every run
 
     os.environ.update(OFFLINE_ENV)
     torch.set_num_threads(1)  # the fixture's few matrices; children inherit no thread pool
