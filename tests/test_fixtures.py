@@ -13,7 +13,7 @@ from transformers import (
 )
 
 from annotated_trl.data import METHOD_FORMATS, check_rows, detect_format
-from annotated_trl.fixtures import DATA_FORMATS, build_all
+from annotated_trl.fixtures import DATA_FORMATS, ROWS, TEST_ROWS, TRAIN_ROWS, build_all
 from annotated_trl.toy_task import Problem, arithmetic_reward, extract_answer
 
 
@@ -82,13 +82,15 @@ def test_models_share_one_vocabulary(tiny, name, loader, hidden, labels):
         assert model.generation_config.eos_token_id == tokenizer.eos_token_id
 
 
-@pytest.mark.parametrize("fmt", DATA_FORMATS)
+@pytest.mark.parametrize("fmt", [*DATA_FORMATS, "stepwise_solutions"])
 def test_toy_data_is_in_its_format(tiny, fmt):
-    # Columns decide the format; only "messages" has a name of its own for chat data.
-    expected = (
-        fmt if fmt == "conversational_language_modeling" else fmt.removeprefix("conversational_")
-    )
-    for split, size in (("train", 256), ("test", 64)):
+    # Columns decide the format; only "messages" has a name of its own for chat data. The PRM's
+    # warm-start data are prompt-completion.
+    expected = {
+        "conversational_language_modeling": fmt,
+        "stepwise_solutions": "prompt_completion",
+    }.get(fmt, fmt.removeprefix("conversational_"))
+    for split, size in zip(("train", "test"), ROWS.get(fmt, (TRAIN_ROWS, TEST_ROWS)), strict=True):
         rows = [json.loads(line) for line in (tiny.data / fmt / f"{split}.jsonl").open()]
         assert len(rows) == size
         assert {detect_format(row) for row in rows} == {expected}

@@ -11,7 +11,7 @@ import pytest
 from support.processes import OFFLINE_ENV, REPO
 
 from annotated_trl.lab.experiments import ALL, BROKEN, BY_METHOD
-from annotated_trl.lab.figures import write_all
+from annotated_trl.lab.figures import by_method, series, write_all
 from annotated_trl.lab.runner import merge_results
 from annotated_trl.methods import CPU_METHODS
 
@@ -157,6 +157,24 @@ def test_committed_figures_are_what_the_generator_makes_of_the_results(tmp_path)
     assert sorted(p.name for p in written) == sorted(p.name for p in committed.iterdir())
     for path in written:
         assert path.read_text() == (committed / path.name).read_text(), path.name
+
+
+BANDED = [(key, c) for key, e in BY_METHOD.items() for c in e.curves if c.healthy]
+
+
+@pytest.mark.docs
+@pytest.mark.parametrize(("method", "curve"), BANDED, ids=[f"{k}-{c.key}" for k, c in BANDED])
+def test_committed_runs_end_in_their_healthy_band(method, curve):
+    """What a page's shaded band claims, every committed seed shows: the mean of its last quarter
+    of logged points (one batch's number is noisy) lies in the band. The PRM's held-out accuracy
+    above the majority share is one of these."""
+    results = json.loads((LAB / "results.json").read_text())
+    low, high = curve.healthy
+    for run in by_method(results)[method]:
+        [points] = series([run], curve.key)
+        tail = [value for _, value in points[-max(1, len(points) // 4) :]]
+        assert tail, f"{method} seed {run['seed']} logged no {curve.key}"
+        assert low <= sum(tail) / len(tail) <= high, (method, run["seed"], curve.key, tail)
 
 
 @pytest.mark.docs

@@ -2,7 +2,9 @@
 
 `[[lab-figure: grpo]]` becomes the method's charts, inlined from the committed SVG files in
 docs/lab/figures/ (so they take the theme's colours), with a caption that says what was run.
-`[[lab-comparison]]` becomes the chart of every policy's solve rate and the table of every run.
+`[[lab-figures]]` becomes every CPU method's charts under its family's heading, in the method
+table's order. `[[lab-comparison]]` becomes the chart of every policy's solve rate and the table
+of every run.
 The SVGs are written by `annotated-trl lab-figures` from docs/lab/results.json, never here:
 the build only reads files. A method or figure that is missing is a warning (the strict build
 fails).
@@ -17,12 +19,13 @@ from mkdocs.plugins import get_plugin_logger
 
 from annotated_trl.lab.experiments import BROKEN, BY_METHOD
 from annotated_trl.lab.figures import by_experiment, by_method, slug, task_score
-from annotated_trl.methods import BY_KEY
+from annotated_trl.methods import BY_KEY, CPU_METHODS
 
 log = get_plugin_logger("lab_figures")
 
 LAB = Path(__file__).resolve().parent.parent / "lab"
 FIGURE_RE = re.compile(r"^\[\[lab-figure:\s*(?P<method>\w+)\s*\]\][ \t]*$", re.M)
+ALL_FIGURES_RE = re.compile(r"^\[\[lab-figures\]\][ \t]*$", re.M)
 COMPARISON_RE = re.compile(r"^\[\[lab-comparison\]\][ \t]*$", re.M)
 BROKEN_RE = re.compile(r"^\[\[lab-broken\]\][ \t]*$", re.M)
 PROVENANCE_RE = re.compile(r"^\[\[lab-provenance\]\][ \t]*$", re.M)
@@ -203,6 +206,14 @@ def on_page_markdown(markdown, page, config, files):
         )
         return figure + "\n\n" + comparison_table(results)
 
+    def every_figure(_):
+        families: dict[str, list[str]] = {}
+        for method in CPU_METHODS:
+            families.setdefault(method.family, []).append(f"[[lab-figure: {method.key}]]")
+        text = "\n\n".join(f"### {f}\n\n" + "\n\n".join(m) for f, m in families.items())
+        return FIGURE_RE.sub(figure, text)
+
+    markdown = ALL_FIGURES_RE.sub(every_figure, markdown)
     markdown = FIGURE_RE.sub(figure, markdown)
     markdown = BROKEN_RE.sub(lambda _: broken_gallery(results), markdown)
     markdown = PROVENANCE_RE.sub(lambda _: provenance(results), markdown)

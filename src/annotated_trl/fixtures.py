@@ -13,6 +13,8 @@ Every test and the offline quick start train on these instead of a Hub model:
                           numbers split GPT-2's way (" 28" vs " ", "2", "8"): GOLD's
                           cross-tokenizer distillation
       data/<format>/{train,test}.jsonl   the toy task in every TRL dataset format
+      data/stepwise_solutions/{train,test}.jsonl  right two-step solutions, prompt-completion:
+                          what a PRM's base model learns to solve before it learns to judge
       data/tool_calling/{train,test}.jsonl  two-digit problems for a policy with a calculator
       data/tool_traces/train.jsonl          demonstrations, half of them calling the calculator
 
@@ -65,6 +67,11 @@ _ENGLISH = (
 )
 
 TRAIN_ROWS, TEST_ROWS = 256, 64
+# A step label is one bit, and judging "4 * 7 = 30" takes the whole table of answers: a PRM
+# learns it from thousands of labels (tests/test_prm_learning.py measured 256 rows overfit). The
+# larger test split also makes held-out step accuracy a number to read (512 rows: standard error
+# about 0.015, where 64 rows gave 0.045).
+ROWS = {"stepwise_supervision": (4096, 512), "stepwise_solutions": (4096, 512)}
 DATA_FORMATS = (
     "language_modeling",
     "conversational_language_modeling",
@@ -186,6 +193,12 @@ def _rows(fmt: str, problems: list[Problem], rng: random.Random) -> list[dict]:
             )
         elif fmt == "stepwise_supervision":
             rows.append(_stepwise_row(p, rng))
+        elif fmt == "stepwise_solutions":
+            question, second = _two_steps(p, rng)
+            completion = (
+                f"{p.solution()}\n{second.solution()}\n"  # as the PRM's rows separate steps
+            )
+            rows.append({"prompt": question, "completion": completion})
         elif fmt.endswith("privileged_context"):
             # SDFT: the worked solution is shown to the teacher only, the way TRL's example
             # script words a demonstration.
@@ -230,15 +243,18 @@ def _triple_row(fmt: str, p: Problem, gold: str, rng: random.Random) -> dict:
     return {"prompt": p.question, "chosen": chosen, "rejected": rejected, "reference": gold}
 
 
-def _stepwise_row(p: Problem, rng: random.Random) -> dict:
-    """Two-step arithmetic, e.g. "What is 3 + 4 + 2?" → ["3 + 4 = 7", "7 + 2 = 9"].
-
-    Half the rows make one mistake; that step is labelled False and the reasoning stops there,
-    as in step-labelled datasets where annotators stop at the first error.
-    """
+def _two_steps(p: Problem, rng: random.Random) -> tuple[str, Problem]:
+    """Two-step arithmetic: "What is 3 + 4 + 2?" is `p` ("3 + 4 = 7"), then the step returned
+    ("7 + 2 = 9")."""
     c = rng.randint(0, 9)
-    second = Problem(p.answer, "+", c)
-    question = f"What is {p.a} {p.op} {p.b} + {c}?"
+    return f"What is {p.a} {p.op} {p.b} + {c}?", Problem(p.answer, "+", c)
+
+
+def _stepwise_row(p: Problem, rng: random.Random) -> dict:
+    """Two steps, labelled. Half the rows make one mistake; that step is labelled False and the
+    reasoning stops there, as in step-labelled datasets where annotators stop at the first error.
+    """
+    question, second = _two_steps(p, rng)
     mistake_at = rng.choice([None, 0, 1])
     if mistake_at == 0:
         return {
@@ -262,9 +278,12 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
 def build_data(out_dir: Path, seed: int = 0) -> dict[str, Path]:
     """Write data/<format>/{train,test}.jsonl; train and test problems come from separate seeds."""
     data_dir = Path(out_dir) / "data"
-    for split, n, split_seed in (("train", TRAIN_ROWS, seed), ("test", TEST_ROWS, seed + 1)):
-        problems = sample_problems(n, split_seed)
-        for fmt in DATA_FORMATS:
+    for split, split_seed in (("train", seed), ("test", seed + 1)):
+        for fmt in (*DATA_FORMATS, "stepwise_solutions"):
+            n = ROWS.get(fmt, (TRAIN_ROWS, TEST_ROWS))[split == "test"]
+            # The first TRAIN_ROWS (TEST_ROWS) problems are every format's: a longer split only
+            # adds problems after them.
+            problems = sample_problems(n, split_seed)
             rows = _rows(fmt, problems, random.Random(f"{split_seed}-{fmt}"))
             _write_jsonl(data_dir / fmt / f"{split}.jsonl", rows)
     return {fmt: data_dir / fmt for fmt in DATA_FORMATS}

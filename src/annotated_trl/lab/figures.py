@@ -29,7 +29,10 @@ def _nice_ticks(low: float, high: float, count: int = 4) -> list[float]:
 
 
 def _label(value: float) -> str:
-    return f"{value:.3g}" if abs(value) >= 1e-9 else "0"
+    if abs(value) < 1e-9:
+        return "0"
+    # Whole numbers as they are (step 1000, not "1e+03"); the rest to 3 significant digits.
+    return f"{value:.0f}" if value == round(value) and abs(value) < 1e6 else f"{value:.3g}"
 
 
 def _mean(values: list[float]) -> float:
