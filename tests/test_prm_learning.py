@@ -34,6 +34,7 @@ import datasets
 import pytest
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 
+from annotated_trl.lab.experiments import PRM_CONSTANT_LOSS, PRM_MAJORITY_SHARE
 from annotated_trl.trainers.prm import PRMConfig, PRMTrainer
 
 STEPS = 400
@@ -84,6 +85,8 @@ def test_prm_held_out_loss_beats_the_label_prior(tiny, run, measured):
     share = label_share(tiny.data / "stepwise_supervision" / "test.jsonl")
     assert share == pytest.approx(539 / 877)
     prior_entropy = -(share * math.log(share) + (1 - share) * math.log(1 - share))
+    # The lab's PRM bands are these baselines.
+    assert (round(share, 3), round(prior_entropy, 4)) == (PRM_MAJORITY_SHARE, PRM_CONSTANT_LOSS)
     before, after = run
     measured.at_least("fresh head's loss above the prior's", before["eval_loss"] - prior_entropy, 0)
     measured.at_least("held-out loss below the prior's", prior_entropy - after["eval_loss"], 0.005)

@@ -175,8 +175,8 @@ EXPERIMENTS = (
             Curve("eval_accuracy", "held-out pairs ranked right", (0.5, 1.0), "chance is 0.5"),
         ),
     ),
-    # The PRM starts from a model that can solve the problems, as real PRMs do (a math model is
-    # fine-tuned to judge steps): sft_stepwise below. From the random classifier it learns the
+    # The PRM starts from a model that can solve the problems, as a real PRM starts from a
+    # pretrained language model: sft_stepwise below. From the random classifier it learns the
     # label prior and nothing more (tests/test_prm_learning.py).
     Experiment(
         "prm",
@@ -371,8 +371,9 @@ EXPERIMENTS = (
 # its demonstrations (data/tool_traces), a warm start for grpo_tools.
 WARM_STARTS = (
     # The PRM's base: the fixture's wider random model (hidden 64) after SFT on right two-step
-    # solutions, prompt-completion, so that the loss is on the steps alone. It then solves
-    # Its token accuracy on the steps ends at 0.97 (92 s); the PRM then beats the majority class.
+    # solutions, prompt-completion, so that the loss is on the steps alone (on the whole text,
+    # question digits included, it learned far fewer answers). Its token accuracy on the steps
+    # ends at 0.97 (92 s); the PRM then beats the majority class.
     Experiment(
         "sft_stepwise",
         "stepwise_solutions",
