@@ -234,6 +234,8 @@ def test_memory_peak_is_the_largest_moment_of_a_step():
     grpo = estimate(TOY, "grpo", precision="bfloat16", seq_len=3, batch_size=2)
     assert grpo.kv_cache == 2 * 2 * 2 * 2 * 3 * 2  # k and v, 2 layers, kv 2, 2 x 3 tokens, bf16
     assert estimate(TOY, "sft").kv_cache == 0
+    # Async GRPO samples on its vLLM server's GPUs: the trainer holds no KV cache.
+    assert estimate(TOY, "async_grpo", precision="bfloat16", seq_len=3, batch_size=2).kv_cache == 0
 
 
 def test_memory_bad_arguments_are_refused():

@@ -507,7 +507,8 @@ def estimate(
     trains_head = not lora_rank
     head = head_bytes(shape, method, tokens, p, trains_head, device)
     embedding_gradient = embedding_gradient_bytes(shape, method, trains_head, p.weights)
-    kv_cache = kv_cache_bytes(shape, sequences, seq_len, p.activations) if models.generates else 0
+    generates_here = models.generates and not models.samples_on_server
+    kv_cache = kv_cache_bytes(shape, sequences, seq_len, p.activations) if generates_here else 0
 
     return MemoryEstimate(
         weights=round(_shard(weights, zero_stage >= 3, num_gpus)),

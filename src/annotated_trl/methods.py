@@ -21,6 +21,8 @@ class Holds:
     value: bool = False  # a trainable value model (a scorer with its own gradients and optimizer)
     teacher: bool = False  # a frozen teacher (a causal LM, possibly larger)
     generates: bool = False  # online: samples completions during training (GKD: a fraction)
+    # The samples come from a vLLM server on GPUs of its own (Async GRPO): its KV cache is there.
+    samples_on_server: bool = False
     # Sequences per dataset row or prompt that go through the policy with gradients.
     sequences_per_row: int = 1
 
@@ -350,7 +352,7 @@ METHODS = (
         "AsyncGRPOTrainer",
         RL,
         PROMPTS,
-        Holds(generates=True),
+        Holds(generates=True, samples_on_server=True),
         experimental=True,
         gpu_only="generation runs on a vLLM server and its tree-packed forward on a CUDA"
         " FlashAttention-3 kernel",
