@@ -377,9 +377,10 @@ CPU_METHODS = tuple(m for m in METHODS if not m.gpu_only)
 
 
 def import_trainers(methods=CPU_METHODS) -> None:
-    """Import each method's trainer class now. TRL and transformers load a trainer's module on
-    first use, about 4.5 CPU-seconds on this machine: a process that forks one child per run
-    (the lab, the test suite's warm interpreter) pays it here, once, instead of in every child."""
+    """Import each method's trainer class now. TRL and transformers load a trainer's modules on
+    first use (about 1.2 CPU-s a run in the lab, once the fixture's build has loaded the model
+    code): a process that forks one child per run pays it here, once, instead of in every
+    child."""
     for method in methods:
         getattr(importlib.import_module(method.module), method.trainer)
 
