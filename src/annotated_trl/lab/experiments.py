@@ -101,7 +101,7 @@ LOSS = Curve("loss", "training loss")
 # (tests/test_prm_learning.py).
 PRM_MAJORITY_SHARE, PRM_CONSTANT_LOSS = 0.615, 0.6666
 SAMPLED_REWARD = Curve(
-    "reward", "mean reward of the sampled completions", why="rises from the warm start's ~0.4"
+    "reward", "mean reward of the sampled completions", why="rises from where the SFT policy starts"
 )
 PAIR_ACCURACY = Curve(
     "rewards/accuracies",
@@ -373,7 +373,7 @@ WARM_STARTS = (
     # The PRM's base: the fixture's wider random model (hidden 64) after SFT on right two-step
     # solutions, prompt-completion, so that the loss is on the steps alone (on the whole text,
     # question digits included, it learned far fewer answers). Its token accuracy on the steps
-    # ends at 0.97 (92 s); the PRM then beats the majority class.
+    # ends at 0.97 (45-92 s); the PRM then beats the majority class.
     Experiment(
         "sft_stepwise",
         "stepwise_solutions",
