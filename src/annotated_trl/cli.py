@@ -3,6 +3,8 @@
 annotated-trl tiny DIR                          tiny models + toy data under DIR
 annotated-trl validate --method sft DATASET     "OK: ..." (exit 0) or one line per problem (exit 2)
 annotated-trl lab --out runs/lab                every method on the toy task, 3 seeds
+annotated-trl lab-gpu --out runs/lab-gpu --steps 100
+    every method's GPU recipe under `accelerate launch`, after `doctor` passed them all
 annotated-trl lab-figures runs/lab/results.json --out docs/lab/figures
 annotated-trl lab-merge runs/lab-x/results.json --into docs/lab/results.json
 annotated-trl doctor --method grpo --config annotated_examples/recipes/grpo.yaml
@@ -83,6 +85,54 @@ def _lab(args: argparse.Namespace) -> int:
         print(f"error: {error}".replace("--output_dir", "--out"), file=sys.stderr)
         return 2
     results = run_lab(Path(args.out), args.methods, args.seeds, args.jobs, args.quick)
+    print(f"{len(results['runs'])} runs in {results['provenance']['wall_s']:.0f} s: {args.out}")
+    if results["failed"]:
+        print(f"error: {len(results['failed'])} runs failed: {', '.join(results['failed'])}")
+        return 1
+    return 0
+
+
+def _lab_gpu(args: argparse.Namespace) -> int:
+    """Refuse a bad invocation or a failing recipe in one line each (exit 2) before anything
+    trains; --dry_run prints the commands; otherwise train, exit 1 if a run failed."""
+    import shlex
+
+    import torch
+
+    from annotated_trl.lab.gpu import launch_argv, preflight, run_gpu_lab
+    from annotated_trl.output import OutputDirError, check_output_dir
+
+    config = Path(args.accelerate_config)
+    problem = None
+    if args.steps < 1:
+        problem = f"--steps {args.steps}: expected 1 or more"
+    elif not config.is_file():
+        problem = f"--accelerate_config {config}: no such file (see accelerate_configs/)"
+    elif not args.dry_run and not torch.cuda.is_available():
+        problem = (
+            "lab-gpu trains on CUDA GPUs and torch sees none; here, `annotated-trl lab` runs the "
+            "CPU lab, and --dry_run prints the GPU lab's commands"
+        )
+    else:
+        try:
+            check_output_dir(args.out)
+        except OutputDirError as error:
+            problem = str(error).replace("--output_dir", "--out")
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    errors = preflight(args.methods, config, args.offline)
+    for line in errors:
+        print(f"error: {line}", file=sys.stderr)
+    if errors:
+        return 2
+    out = Path(args.out)
+    if args.dry_run:
+        for seed in args.seeds:
+            for key in args.methods:
+                print(shlex.join(launch_argv(key, seed, args.steps, out, config)))
+        return 0
+    results = run_gpu_lab(out, args.methods, args.seeds, args.steps, config, args.offline)
     print(f"{len(results['runs'])} runs in {results['provenance']['wall_s']:.0f} s: {args.out}")
     if results["failed"]:
         print(f"error: {len(results['failed'])} runs failed: {', '.join(results['failed'])}")
@@ -229,6 +279,28 @@ def main(argv: list[str] | None = None) -> int:
     lab.add_argument("--out", default="runs/lab", help="runs, their logs and results.json")
     lab.add_argument("--quick", action="store_true", help="3 steps a run: check the lab works")
     lab.set_defaults(run=_lab)
+
+    gpu = commands.add_parser("lab-gpu", help="every method's GPU recipe, a short budget")
+    gpu.add_argument("--methods", nargs="+", choices=ORDER, default=ORDER)
+    gpu.add_argument("--seeds", nargs="+", type=int, default=[0])
+    gpu.add_argument("--steps", type=int, default=100, help="optimiser steps per run")
+    gpu.add_argument("--out", default="runs/lab-gpu", help="runs, their logs and results.json")
+    gpu.add_argument(
+        "--accelerate_config",
+        default="accelerate_configs/single_gpu.yaml",
+        help="how `accelerate launch` starts each run (num_processes: GPUs)",
+    )
+    gpu.add_argument(
+        "--offline",
+        action="store_true",
+        help="no Hub: every model and dataset must be in the local cache (checked first)",
+    )
+    gpu.add_argument(
+        "--dry_run",
+        action="store_true",
+        help="check the recipes, print the commands, train nothing",
+    )
+    gpu.set_defaults(run=_lab_gpu)
 
     figures = commands.add_parser("lab-figures", help="the site's charts from the lab's results")
     figures.add_argument("results", help="results.json written by `annotated-trl lab`")

@@ -1,0 +1,201 @@
+"""The lab on a GPU: every method's GPU recipe (Qwen 0.5B class), a short budget, one results file.
+
+The CPU lab (`runner.py`) trains the toy pipeline; this one trains what a practitioner runs: each
+method's `annotated_examples/recipes/<key>.yaml` (a pretrained model and a Hub dataset) under
+`accelerate launch`, for `--steps` optimiser steps at each seed, one run at a time (the GPU is
+the shared resource). The recipes are independent of one another: each names its own reward
+model or teacher, so there is no pipeline to order.
+
+Nothing starts until every recipe passes `annotated-trl doctor` (offline, against the local
+cache): a model or dataset missing from the cache, a batch that does not divide or a prompt
+that leaves no room for the completion stops the lab in seconds, with the doctor's one-line
+findings, instead of an hour in. The results file has the CPU lab's shape (provenance, runs with
+their command, wall time, logged history), with the peak GPU memory `nvidia-smi` reports
+(the CUDA context included) in place of the process's resident memory.
+"""
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import yaml
+
+from annotated_trl.lab.runner import EXAMPLES, POINTS, REPO, results_json
+
+RECIPES = EXAMPLES / "recipes"
+ACCELERATE_CONFIG = REPO / "accelerate_configs" / "single_gpu.yaml"
+
+
+def processes(accelerate_config: Path) -> int:
+    return int(yaml.safe_load(accelerate_config.read_text()).get("num_processes", 1))
+
+
+def episodes_per_step(recipe: dict, world: int) -> int:
+    """PPO counts episodes (prompts), not steps: one step takes a batch of
+    per_device_train_batch_size x gradient_accumulation_steps x num_mini_batches per process."""
+    per_process = recipe.get("per_device_train_batch_size", 8)
+    per_process *= recipe.get("gradient_accumulation_steps", 1) * recipe.get("num_mini_batches", 1)
+    return per_process * world
+
+
+def launch_argv(
+    key: str, seed: int, steps: int, out: Path, accelerate_config: Path, recipes: Path = RECIPES
+) -> list[str]:
+    """`accelerate launch ...` for one run of `key`'s recipe: `steps` steps, ~POINTS logged."""
+    recipe_path = recipes / f"{key}.yaml"
+    recipe = yaml.safe_load(recipe_path.read_text())
+    budget = ["--max_steps", str(steps)]
+    if key == "ppo":
+        world = processes(accelerate_config)
+        budget = ["--total_episodes", str(steps * episodes_per_step(recipe, world))]
+    return [
+        *[sys.executable, "-m", "accelerate.commands.launch"],
+        *["--config_file", str(accelerate_config)],
+        str(EXAMPLES / f"{key}_training.py"),
+        *["--config", str(recipe_path), *budget, "--logging_steps", str(max(1, steps // POINTS))],
+        *["--seed", str(seed), "--output_dir", str(out / "runs" / key / f"seed{seed}")],
+        *["--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "true"],
+    ]
+
+
+def _in_cache(model: str) -> bool:
+    """A model folder, or a Hub model whose config the local cache holds."""
+    from huggingface_hub import try_to_load_from_cache
+
+    return Path(model).is_dir() or isinstance(try_to_load_from_cache(model, "config.json"), str)
+
+
+def preflight(
+    methods: list[str], accelerate_config: Path, offline: bool, recipes: Path = RECIPES
+) -> list[str]:
+    """What would stop a run, one line each with its fix: the doctor's errors for every recipe
+    and, `offline` (the machine cannot reach the Hub), every model or dataset the recipe names
+    that the local cache lacks (online, the script downloads them and the doctor only warns)."""
+    from annotated_trl.doctor import ERROR, WARN, run_doctor
+    from annotated_trl.methods import BY_KEY
+
+    world = processes(accelerate_config)
+    errors = []
+    for key in methods:
+        recipe_path = recipes / f"{key}.yaml"
+        recipe = yaml.safe_load(recipe_path.read_text())
+        for f in run_doctor(key, str(recipe_path), num_processes=world):
+            if f.level == ERROR:
+                errors.append(f"{key}: {f.message}; fix: {f.fix}")
+            elif offline and f.level == WARN and f.topic == "dataset":
+                name = recipe["dataset_name"]
+                errors.append(
+                    f"{key}: dataset {name} is not in the local cache and --offline keeps the "
+                    f"Hub out; fix: `hf download --repo-type dataset {name}` while online"
+                )
+        flags = ["model_name_or_path", *dict(BY_KEY[key].fixture.models)]
+        for model in dict.fromkeys(recipe[flag] for flag in flags if flag in recipe):
+            if offline and not _in_cache(model):
+                errors.append(
+                    f"{key}: model {model} is not in the local cache and --offline keeps the Hub "
+                    f"out; fix: `hf download {model}` while online"
+                )
+    return errors
+
+
+class PeakGpuMemory:
+    """The largest `memory.used` any GPU reports while the block runs, in MiB, polled twice a
+    second; None where `nvidia-smi` is missing."""
+
+    def __enter__(self):
+        self.peak, self._stop = None, threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def _poll(self):
+        query = ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"]
+        while not self._stop.is_set():
+            try:
+                used = subprocess.run(query, capture_output=True, text=True, timeout=5).stdout
+            except (OSError, subprocess.TimeoutExpired):
+                return
+            values = [int(v) for v in used.split() if v.isdigit()]
+            if values:
+                self.peak = max(self.peak or 0, *values)
+            self._stop.wait(0.5)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def run_gpu_lab(
+    out: Path,
+    methods: list[str],
+    seeds: list[int],
+    steps: int,
+    accelerate_config: Path,
+    offline: bool,
+    recipes: Path = RECIPES,
+) -> dict:
+    """Train each method's recipe at each seed, one run at a time; write `out/results.json`.
+    `offline`: the runs read the Hub cache only (the preflight has checked it holds them)."""
+    from annotated_trl import OFFLINE_ENV
+    from annotated_trl.lab.runner import _provenance
+
+    env = {**os.environ, **(OFFLINE_ENV if offline else {})}
+    started, done, failed = time.time(), [], []
+    for seed in seeds:
+        for key in methods:
+            argv = launch_argv(key, seed, steps, out, accelerate_config, recipes)
+            folder = Path(argv[argv.index("--output_dir") + 1])
+            folder.mkdir(parents=True, exist_ok=True)
+            began = time.time()
+            with open(folder / "log.txt", "w") as log, PeakGpuMemory() as memory:
+                print(shlex.join(argv), file=log, flush=True)
+                code = subprocess.run(
+                    argv, stdout=log, stderr=subprocess.STDOUT, env=env
+                ).returncode
+            wall = time.time() - began
+            if code != 0:
+                failed.append(f"{key} seed {seed}")
+                print(f"FAILED {key} seed {seed}: {_last_line_of(folder)}", flush=True)
+                continue
+            history = json.loads((folder / "trainer_state.json").read_text())["log_history"]
+            done.append(
+                {
+                    "experiment": key,
+                    "method": key,
+                    "seed": seed,
+                    "command": shlex.join(["accelerate", "launch", *argv[3:]]).replace(f"{REPO}/", ""),
+                    "steps": max(row.get("step", 0) for row in history),
+                    "wall_s": round(wall, 2),
+                    "peak_gpu_mib": memory.peak,
+                    "log": [
+                        {k: float(f"{v:.4g}") for k, v in row.items() if isinstance(v, int | float)}
+                        for row in history
+                    ],
+                }
+            )
+            print(f"{key} seed {seed}: {wall:.0f} s", flush=True)
+    provenance = _provenance(time.time() - started, seeds, 1, False, 0.0)
+    provenance["machine"] = f"{_gpu_names()}; {processes(accelerate_config)} process(es)"
+    provenance["steps"] = steps
+    results = {"provenance": provenance, "runs": done, "failed": failed}
+    (out / "results.json").write_text(results_json(results))
+    return results
+
+
+def _last_line_of(folder: Path) -> str:
+    lines = (folder / "log.txt").read_text().strip().splitlines()
+    return lines[-1] if lines else "no output"
+
+
+def _gpu_names() -> str:
+    import torch
+
+    if not torch.cuda.is_available():
+        return "no GPU (a check run on the CPU)"
+    count = torch.cuda.device_count()
+    return f"{count} x {torch.cuda.get_device_name(0)}"
