@@ -6,10 +6,10 @@ method's `annotated_examples/recipes/<key>.yaml` (a pretrained model and a Hub d
 the shared resource). The recipes are independent of one another: each names its own reward
 model or teacher, so there is no pipeline to order.
 
-Nothing starts until every recipe passes `annotated-trl doctor` (offline, against the local
-cache): a model or dataset missing from the cache, a batch that does not divide or a prompt
-that leaves no room for the completion stops the lab in seconds, with the doctor's one-line
-findings, instead of an hour in. The results file has the CPU lab's shape (provenance, runs with
+Nothing starts until every recipe passes `annotated-trl doctor`: its errors (a batch that does
+not divide, a prompt that leaves no room for the completion) and, with `--offline`, a model or
+dataset missing from the local cache stop the lab in seconds, one line each with its fix,
+instead of an hour in. The results file has the CPU lab's shape (provenance, runs with
 their command, wall time, logged history), with the peak GPU memory `nvidia-smi` reports
 (the CUDA context included) in place of the process's resident memory.
 """
@@ -25,7 +25,14 @@ from pathlib import Path
 
 import yaml
 
-from annotated_trl.lab.runner import EXAMPLES, POINTS, REPO, results_json
+from annotated_trl.lab.runner import (
+    EXAMPLES,
+    POINTS,
+    REPO,
+    last_line,
+    results_json,
+    rounded_log,
+)
 
 RECIPES = EXAMPLES / "recipes"
 ACCELERATE_CONFIG = REPO / "accelerate_configs" / "single_gpu.yaml"
@@ -35,29 +42,32 @@ def processes(accelerate_config: Path) -> int:
     return int(yaml.safe_load(accelerate_config.read_text()).get("num_processes", 1))
 
 
-def episodes_per_step(recipe: dict, world: int) -> int:
-    """PPO counts episodes (prompts), not steps: one step takes a batch of
-    per_device_train_batch_size x gradient_accumulation_steps x num_mini_batches per process."""
-    per_process = recipe.get("per_device_train_batch_size", 8)
-    per_process *= recipe.get("gradient_accumulation_steps", 1) * recipe.get("num_mini_batches", 1)
-    return per_process * world
+def episodes_per_step(settings: dict, world: int) -> int:
+    """PPO counts episodes (prompts), not steps: one step takes per_device_train_batch_size x
+    gradient_accumulation_steps x num_mini_batches prompts on each process."""
+    per_process = settings["per_device_train_batch_size"] * settings["gradient_accumulation_steps"]
+    return per_process * settings["num_mini_batches"] * world
 
 
 def launch_argv(
     key: str, seed: int, steps: int, out: Path, accelerate_config: Path, recipes: Path = RECIPES
 ) -> list[str]:
     """`accelerate launch ...` for one run of `key`'s recipe: `steps` steps, ~POINTS logged."""
-    recipe_path = recipes / f"{key}.yaml"
-    recipe = yaml.safe_load(recipe_path.read_text())
+    from annotated_trl.doctor import read_settings
+    from annotated_trl.methods import BY_KEY
+
+    recipe = recipes / f"{key}.yaml"
     budget = ["--max_steps", str(steps)]
-    if key == "ppo":
-        world = processes(accelerate_config)
-        budget = ["--total_episodes", str(steps * episodes_per_step(recipe, world))]
+    if key == "ppo":  # the recipe's values over PPOConfig's defaults
+        per_step = episodes_per_step(
+            read_settings(BY_KEY[key], str(recipe)), processes(accelerate_config)
+        )
+        budget = ["--total_episodes", str(steps * per_step)]
     return [
         *[sys.executable, "-m", "accelerate.commands.launch"],
         *["--config_file", str(accelerate_config)],
         str(EXAMPLES / f"{key}_training.py"),
-        *["--config", str(recipe_path), *budget, "--logging_steps", str(max(1, steps // POINTS))],
+        *["--config", str(recipe), *budget, "--logging_steps", str(max(1, steps // POINTS))],
         *["--seed", str(seed), "--output_dir", str(out / "runs" / key / f"seed{seed}")],
         *["--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "true"],
     ]
@@ -160,22 +170,20 @@ def run_gpu_lab(
             wall = time.time() - began
             if code != 0:
                 failed.append(f"{key} seed {seed}")
-                print(f"FAILED {key} seed {seed}: {_last_line_of(folder)}", flush=True)
+                print(f"FAILED {key} seed {seed}: {last_line(folder)}", flush=True)
                 continue
             history = json.loads((folder / "trainer_state.json").read_text())["log_history"]
+            command = shlex.join(["accelerate", "launch", *argv[3:]])
             done.append(
                 {
                     "experiment": key,
                     "method": key,
                     "seed": seed,
-                    "command": shlex.join(["accelerate", "launch", *argv[3:]]).replace(f"{REPO}/", ""),
+                    "command": command.replace(f"{REPO}/", ""),
                     "steps": max(row.get("step", 0) for row in history),
                     "wall_s": round(wall, 2),
                     "peak_gpu_mib": memory.peak,
-                    "log": [
-                        {k: float(f"{v:.4g}") for k, v in row.items() if isinstance(v, int | float)}
-                        for row in history
-                    ],
+                    "log": rounded_log(history),
                 }
             )
             print(f"{key} seed {seed}: {wall:.0f} s", flush=True)
@@ -185,11 +193,6 @@ def run_gpu_lab(
     results = {"provenance": provenance, "runs": done, "failed": failed}
     (out / "results.json").write_text(results_json(results))
     return results
-
-
-def _last_line_of(folder: Path) -> str:
-    lines = (folder / "log.txt").read_text().strip().splitlines()
-    return lines[-1] if lines else "no output"
 
 
 def _gpu_names() -> str:

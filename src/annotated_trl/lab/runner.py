@@ -215,11 +215,17 @@ def _summary(run: Run, root: Path, wall: float, usage, quick: bool) -> dict:
         "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),  # ru_maxrss is in KiB on Linux
         "per_step": {k: round(n / steps, 1) for k, n in child.pop("forwards").items()},
         "scores": {k: round(v, 4) for k, v in child.items()},
-        "log": [
-            {k: float(f"{v:.4g}") for k, v in row.items() if isinstance(v, (int, float))}
-            for row in history
-        ],
+        "log": rounded_log(history),
     }
+
+
+def rounded_log(history: list[dict]) -> list[dict]:
+    """The trainer's log history, its numbers to 4 significant digits (a smaller file to commit,
+    no less than a chart shows)."""
+    return [
+        {k: float(f"{v:.4g}") for k, v in row.items() if isinstance(v, (int, float))}
+        for row in history
+    ]
 
 
 def run_lab(
@@ -279,7 +285,11 @@ def run_lab(
             done[run] = _summary(run, root, wall, usage, quick)
             print(f"{run.key} seed {run.seed}: {wall:.0f} s", flush=True)
         elif run.key in BROKEN_BY_KEY:  # a deliberate mistake may stop the run: record how
-            done[run] = {"experiment": run.key, "seed": run.seed, "error": _last_line(run, root)}
+            done[run] = {
+                "experiment": run.key,
+                "seed": run.seed,
+                "error": last_line(run.folder(root)),
+            }
             print(f"{run.key} seed {run.seed}: stopped, as expected: {done[run]['error']}")
         else:
             failed.append(run)
@@ -337,8 +347,9 @@ def results_json(results: dict) -> str:
     return json.dumps(head, indent=1)[:-2] + ',\n "runs": [\n' + runs + "\n]}\n"
 
 
-def _last_line(run: Run, root: Path) -> str:
-    lines = (run.folder(root) / "log.txt").read_text().strip().splitlines()
+def last_line(folder: Path) -> str:
+    """The last line a run printed: a script's one-line error, or the end of a traceback."""
+    lines = (folder / "log.txt").read_text().strip().splitlines()
     return lines[-1] if lines else "no output"
 
 
