@@ -12,7 +12,14 @@ import pytest
 import yaml
 from support.processes import OFFLINE_ENV, REPO
 
-from annotated_trl.lab.gpu import ACCELERATE_CONFIG, RECIPES, launch_argv, preflight, run_gpu_lab
+from annotated_trl.lab.gpu import (
+    ACCELERATE_CONFIG,
+    RECIPES,
+    launch_argv,
+    preflight,
+    run_gpu_lab,
+    summary_table,
+)
 from annotated_trl.methods import BY_KEY
 
 
@@ -27,8 +34,13 @@ def test_a_recipe_runs_under_accelerate_launch_and_is_recorded(tiny, tmp_path):
     on_cpu = {**yaml.safe_load(ACCELERATE_CONFIG.read_text()), "use_cpu": True}
     (tmp_path / "cpu.yaml").write_text(yaml.safe_dump(on_cpu))
 
+    # The preflight, offline: the recipe's model and data are folders, so nothing is missing, and
+    # the doctor estimates the memory of the model it finds there.
+    errors, estimates = preflight(["dpo"], tmp_path / "cpu.yaml", True, recipes)
+    assert errors == [] and estimates["dpo"] > 0
+
     out = tmp_path / "lab"
-    results = run_gpu_lab(out, ["dpo"], [0], 2, tmp_path / "cpu.yaml", True, recipes)
+    results = run_gpu_lab(out, ["dpo"], [0], 2, tmp_path / "cpu.yaml", True, estimates, recipes)
 
     assert results["failed"] == []
     [run] = results["runs"]
@@ -38,6 +50,14 @@ def test_a_recipe_runs_under_accelerate_launch_and_is_recorded(tiny, tmp_path):
     assert run["peak_gpu_mib"] is None  # no nvidia-smi on this machine
     assert results["provenance"]["machine"].startswith("no GPU")
     assert json.loads((out / "results.json").read_text()) == results
+    # What the lab page shows of it: one row, the estimate beside no measured peak, and where
+    # the CPU lab's curves for DPO went.
+    _, _, line = summary_table(results).splitlines()
+    cells = [cell.strip() for cell in line.strip("|").split("|")]
+    estimate = f"{run['estimated_gpu_mib']:,.0f}"
+    assert cells[:3] == ["DPO", "1", "2"] and cells[4:6] == ["—", estimate]
+    losses = [row["loss"] for row in run["log"] if "loss" in row]
+    assert f"`loss` {losses[0]:.3g} → {losses[-1]:.3g}" in cells[6]
 
 
 def test_preflight_names_what_the_cache_lacks_before_anything_loads(tmp_path):
@@ -46,8 +66,8 @@ def test_preflight_names_what_the_cache_lacks_before_anything_loads(tmp_path):
         dataset_name="annotated-trl-test/no-data", reward_model_path="annotated-trl-test/no-rm"
     )
     (tmp_path / "ppo.yaml").write_text(yaml.safe_dump(recipe))
-    online = preflight(["ppo"], ACCELERATE_CONFIG, False, tmp_path)
-    offline = preflight(["ppo"], ACCELERATE_CONFIG, True, tmp_path)
+    online, _ = preflight(["ppo"], ACCELERATE_CONFIG, False, tmp_path)
+    offline, estimates = preflight(["ppo"], ACCELERATE_CONFIG, True, tmp_path)
 
     assert online == []  # the scripts would download them; the doctor only warns
     hub_out = "is not in the local cache and --offline keeps the Hub out; fix: `hf download"
@@ -58,6 +78,7 @@ def test_preflight_names_what_the_cache_lacks_before_anything_loads(tmp_path):
         "while online",
         f"ppo: model annotated-trl-test/no-rm {hub_out} annotated-trl-test/no-rm` while online",
     ]
+    assert estimates == {"ppo": None}  # no config.json to size the model from
 
 
 def test_commands_take_the_recipe_and_the_budget(tmp_path):

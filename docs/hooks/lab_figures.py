@@ -4,7 +4,8 @@
 docs/lab/figures/ (so they take the theme's colours), with a caption that says what was run.
 `[[lab-figures]]` becomes every CPU method's charts under its family's heading, in the method
 table's order. `[[lab-comparison]]` becomes the chart of every policy's solve rate and the table
-of every run.
+of every run. `[[lab-gpu]]` becomes the table of `annotated-trl lab-gpu`'s results, once
+docs/lab/gpu/results.json is committed.
 The SVGs are written by `annotated-trl lab-figures` from docs/lab/results.json, never here:
 the build only reads files. A method or figure that is missing is a warning (the strict build
 fails).
@@ -19,6 +20,7 @@ from mkdocs.plugins import get_plugin_logger
 
 from annotated_trl.lab.experiments import BROKEN, BY_METHOD
 from annotated_trl.lab.figures import by_experiment, by_method, slug, task_score
+from annotated_trl.lab.gpu import summary_table
 from annotated_trl.methods import BY_KEY, CPU_METHODS
 
 log = get_plugin_logger("lab_figures")
@@ -29,6 +31,8 @@ ALL_FIGURES_RE = re.compile(r"^\[\[lab-figures\]\][ \t]*$", re.M)
 COMPARISON_RE = re.compile(r"^\[\[lab-comparison\]\][ \t]*$", re.M)
 BROKEN_RE = re.compile(r"^\[\[lab-broken\]\][ \t]*$", re.M)
 PROVENANCE_RE = re.compile(r"^\[\[lab-provenance\]\][ \t]*$", re.M)
+GPU_RE = re.compile(r"^\[\[lab-gpu\]\][ \t]*$", re.M)
+GPU_RESULTS = LAB / "gpu" / "results.json"  # `annotated-trl lab-gpu`'s, once committed
 
 
 def _svg(name: str) -> str:
@@ -169,6 +173,24 @@ def provenance(results: dict) -> str:
     )
 
 
+def gpu_results() -> str:
+    """The GPU lab's table, or what stands in its place until a GPU run is committed."""
+    if not GPU_RESULTS.is_file():
+        return (
+            "**No GPU result is on this site yet.** The machines this site is built on have no "
+            "GPU, and the GPU machine lent to it now and then reaches nothing outside itself, so "
+            "it cannot fetch the recipes' models. The test suite runs everything around the GPU "
+            "for real on the CPU: a recipe launched by `accelerate launch` and recorded, the "
+            "preflight, the commands and the refusals (`tests/test_lab_gpu.py`)."
+        )
+    results = json.loads(GPU_RESULTS.read_text())
+    p = results["provenance"]
+    return (
+        f"Measured {p['date']} on {p['machine']}, {p['steps']} steps a run: `{p['command']}`."
+        f"\n\n{summary_table(results)}"
+    )
+
+
 _results: dict = {}  # results.json, read once per build
 
 
@@ -217,4 +239,5 @@ def on_page_markdown(markdown, page, config, files):
     markdown = FIGURE_RE.sub(figure, markdown)
     markdown = BROKEN_RE.sub(lambda _: broken_gallery(results), markdown)
     markdown = PROVENANCE_RE.sub(lambda _: provenance(results), markdown)
+    markdown = GPU_RE.sub(lambda _: gpu_results(), markdown)
     return COMPARISON_RE.sub(comparison, markdown)

@@ -121,7 +121,7 @@ def _lab_gpu(args: argparse.Namespace) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
-    errors = preflight(args.methods, config, args.offline)
+    errors, estimates = preflight(args.methods, config, args.offline)
     for line in errors:
         print(f"error: {line}", file=sys.stderr)
     if errors:
@@ -132,7 +132,9 @@ def _lab_gpu(args: argparse.Namespace) -> int:
             for key in args.methods:
                 print(shlex.join(launch_argv(key, seed, args.steps, out, config)))
         return 0
-    results = run_gpu_lab(out, args.methods, args.seeds, args.steps, config, args.offline)
+    results = run_gpu_lab(
+        out, args.methods, args.seeds, args.steps, config, args.offline, estimates
+    )
     print(f"{len(results['runs'])} runs in {results['provenance']['wall_s']:.0f} s: {args.out}")
     if results["failed"]:
         print(f"error: {len(results['failed'])} runs failed: {', '.join(results['failed'])}")

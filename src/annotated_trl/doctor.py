@@ -65,6 +65,7 @@ class Finding:
     message: str  # what was found, in one plain sentence
     fix: str = ""  # what to change; empty for OK
     page: str = ""  # the site page and anchor that covers it
+    amount: float | None = None  # the quantity the finding reports, where it has one (bytes)
 
     def __post_init__(self):
         object.__setattr__(self, "page", self.page or page(self.topic))
@@ -862,6 +863,7 @@ def check_memory(subject: Subject) -> list[Finding]:
             f"{precision}, AdamW, {batch} sequences × {seq_len} tokens per micro-step, "
             f"activation checkpointing {'on' if checkpointing else 'off'}; arithmetic, not a "
             "measurement: CUDA's context and fragmentation come on top",
+            amount=result.total,
         )
     ]
 

@@ -82,19 +82,23 @@ def _in_cache(model: str) -> bool:
 
 def preflight(
     methods: list[str], accelerate_config: Path, offline: bool, recipes: Path = RECIPES
-) -> list[str]:
+) -> tuple[list[str], dict[str, float | None]]:
     """What would stop a run, one line each with its fix: the doctor's errors for every recipe
     and, `offline` (the machine cannot reach the Hub), every model or dataset the recipe names
-    that the local cache lacks (online, the script downloads them and the doctor only warns)."""
+    that the local cache lacks (online, the script downloads them and the doctor only warns).
+    Also the doctor's memory estimate of each recipe, in bytes (None without the model's
+    config), which the results keep beside the measured peak."""
     from annotated_trl.doctor import ERROR, WARN, run_doctor
     from annotated_trl.methods import BY_KEY
 
     world = processes(accelerate_config)
-    errors = []
+    errors, estimates = [], {}
     for key in methods:
         recipe_path = recipes / f"{key}.yaml"
         recipe = yaml.safe_load(recipe_path.read_text())
-        for f in run_doctor(key, str(recipe_path), num_processes=world):
+        findings = run_doctor(key, str(recipe_path), num_processes=world)
+        estimates[key] = next((f.amount for f in findings if f.topic == "memory"), None)
+        for f in findings:
             if f.level == ERROR:
                 errors.append(f"{key}: {f.message}; fix: {f.fix}")
             elif offline and f.level == WARN and f.topic == "dataset":
@@ -110,12 +114,13 @@ def preflight(
                     f"{key}: model {model} is not in the local cache and --offline keeps the Hub "
                     f"out; fix: `hf download {model}` while online"
                 )
-    return errors
+    return errors, estimates
 
 
 class PeakGpuMemory:
     """The largest `memory.used` any GPU reports while the block runs, in MiB, polled twice a
-    second; None where `nvidia-smi` is missing."""
+    second; None where `nvidia-smi` is missing. It counts every process on the device: run the
+    lab on GPUs of its own."""
 
     def __enter__(self):
         self.peak, self._stop = None, threading.Event()
@@ -147,10 +152,12 @@ def run_gpu_lab(
     steps: int,
     accelerate_config: Path,
     offline: bool,
+    estimates: dict[str, float | None],
     recipes: Path = RECIPES,
 ) -> dict:
     """Train each method's recipe at each seed, one run at a time; write `out/results.json`.
-    `offline`: the runs read the Hub cache only (the preflight has checked it holds them)."""
+    `offline`: the runs read the Hub cache only (the preflight has checked it holds them).
+    `estimates`: the preflight's memory estimates, recorded beside each run's measured peak."""
     from annotated_trl import OFFLINE_ENV
     from annotated_trl.lab.runner import _provenance
 
@@ -183,6 +190,7 @@ def run_gpu_lab(
                     "steps": max(row.get("step", 0) for row in history),
                     "wall_s": round(wall, 2),
                     "peak_gpu_mib": memory.peak,
+                    "estimated_gpu_mib": _mib(estimates.get(key)),
                     "log": rounded_log(history),
                 }
             )
@@ -202,3 +210,46 @@ def _gpu_names() -> str:
         return "no GPU (a check run on the CPU)"
     count = torch.cuda.device_count()
     return f"{count} x {torch.cuda.get_device_name(0)}"
+
+
+def _mib(nbytes: float | None) -> float | None:
+    return None if nbytes is None else round(nbytes / 2**20, 1)
+
+
+def summary_table(results: dict) -> str:
+    """One Markdown row per method of a GPU lab's results: its runs, time per step, peak GPU
+    memory measured and estimated, and where each of its lab curves (the CPU lab's, from
+    `experiments.py`) went from the first logged value to the last, mean of the seeds."""
+    from statistics import mean
+
+    from annotated_trl.lab.experiments import BY_METHOD
+    from annotated_trl.methods import BY_KEY
+
+    def cell(mib: float | None) -> str:
+        return "—" if mib is None else f"{mib:,.0f}"
+
+    by_method: dict[str, list[dict]] = {}
+    for run in results["runs"]:
+        by_method.setdefault(run["method"], []).append(run)
+    rows = [
+        "| Method | Runs | Steps | Wall seconds per step, start-up included "
+        "| Peak GPU memory, MiB (nvidia-smi) "
+        "| Estimated, MiB (doctor) | First → last logged (mean of the runs) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for key, runs in by_method.items():
+        moved = []
+        for curve in BY_METHOD[key].curves:
+            series = [[row[curve.key] for row in run["log"] if curve.key in row] for run in runs]
+            if all(series):
+                first, last = mean(s[0] for s in series), mean(s[-1] for s in series)
+                moved.append(f"`{curve.key}` {first:.3g} → {last:.3g}")
+        peaks = [run["peak_gpu_mib"] for run in runs if run["peak_gpu_mib"] is not None]
+        name = BY_KEY[key].name.replace("*", r"\*")  # A*-PO: a star, not emphasis
+        rows.append(
+            f"| {name} | {len(runs)} | {runs[0]['steps']} "
+            f"| {mean(run['wall_s'] / run['steps'] for run in runs):.2f} "
+            f"| {cell(max(peaks) if peaks else None)} | {cell(runs[0]['estimated_gpu_mib'])} "
+            f"| {'; '.join(moved) or '—'} |"
+        )
+    return "\n".join(rows)
