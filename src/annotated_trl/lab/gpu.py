@@ -4,7 +4,8 @@ The CPU lab (`runner.py`) trains the toy pipeline; this one trains what a practi
 method's `annotated_examples/recipes/<key>.yaml` (a pretrained model and a Hub dataset) under
 `accelerate launch`, for `--steps` optimiser steps at each seed, one run at a time (the GPU is
 the shared resource). The recipes are independent of one another: each names its own reward
-model or teacher, so there is no pipeline to order.
+model or teacher, so there is no pipeline to order. The methods are the CPU lab's: Async GRPO and
+Server distillation need a vLLM server on GPUs of their own, which a lab run does not start.
 
 Nothing starts until every recipe passes `annotated-trl doctor`: its errors (a batch that does
 not divide, a prompt that leaves no room for the completion) and, with `--offline`, a model or
