@@ -20,7 +20,7 @@ from mkdocs.plugins import get_plugin_logger
 
 from annotated_trl.lab.experiments import BROKEN, BY_METHOD
 from annotated_trl.lab.figures import by_experiment, by_method, slug, task_score
-from annotated_trl.lab.gpu import summary_table
+from annotated_trl.lab.gpu import markdown_name, summary_table
 from annotated_trl.methods import BY_KEY, CPU_METHODS
 
 log = get_plugin_logger("lab_figures")
@@ -37,11 +37,6 @@ GPU_RESULTS = LAB / "gpu" / "results.json"  # `annotated-trl lab-gpu`'s, once co
 
 def _svg(name: str) -> str:
     return (LAB / "figures" / f"{name}.svg").read_text().strip()
-
-
-def _md(name: str) -> str:
-    """A method's name as Markdown text: A*-PO's star is a literal, not emphasis."""
-    return name.replace("*", r"\*")
 
 
 def _lab_link(page) -> str:
@@ -71,7 +66,7 @@ def method_figure(method: str, results: dict, page) -> str:
         else "Scored by the curves above (a task of its own)."
     )
     caption = (
-        f"{_md(BY_KEY[method].name)} in the [lab]({_lab_link(page)}): "
+        f"{markdown_name(method)} in the [lab]({_lab_link(page)}): "
         f"{len(runs)} seeds of "
         f"{runs[0]['steps']} steps on the toy arithmetic task. Thin lines: each seed; bold: "
         f"their mean, smoothed.{band_text} {score} "
@@ -120,7 +115,7 @@ def comparison_table(results: dict) -> str:
             unseen = _start_and_end([task_score(run, "unseen") for run in runs])
         per_step = runs[0]["per_step"]
         rows.append(
-            f"| [{_md(BY_KEY[method].name)}](../annotated_trainers/{method}.md) | {start} | "
+            f"| [{markdown_name(method)}](../annotated_trainers/{method}.md) | {start} | "
             f"{seen} | {unseen} | {runs[0]['steps']} | {_spread([r['wall_s'] for r in runs], 0)} | "
             f"{_spread([r['peak_rss_mib'] for r in runs], 0)} | "
             f"{per_step['passes']:g} / {per_step['tokens']:,.0f} |"

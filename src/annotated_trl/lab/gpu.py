@@ -34,6 +34,7 @@ from annotated_trl.lab.runner import (
     results_json,
     rounded_log,
 )
+from annotated_trl.methods import BY_KEY
 
 RECIPES = EXAMPLES / "recipes"
 ACCELERATE_CONFIG = REPO / "accelerate_configs" / "single_gpu.yaml"
@@ -55,7 +56,6 @@ def launch_argv(
 ) -> list[str]:
     """`accelerate launch ...` for one run of `key`'s recipe: `steps` steps, ~POINTS logged."""
     from annotated_trl.doctor import read_settings
-    from annotated_trl.methods import BY_KEY
 
     recipe = recipes / f"{key}.yaml"
     budget = ["--max_steps", str(steps)]
@@ -90,7 +90,6 @@ def preflight(
     Also the doctor's memory estimate of each recipe, in bytes (None without the model's
     config), which the results keep beside the measured peak."""
     from annotated_trl.doctor import ERROR, WARN, run_doctor
-    from annotated_trl.methods import BY_KEY
 
     world = processes(accelerate_config)
     errors, estimates = [], {}
@@ -217,6 +216,11 @@ def _mib(nbytes: float | None) -> float | None:
     return None if nbytes is None else round(nbytes / 2**20, 1)
 
 
+def markdown_name(key: str) -> str:
+    """A method's name as Markdown text: A*-PO's star is a literal, not emphasis."""
+    return BY_KEY[key].name.replace("*", r"\*")
+
+
 def summary_table(results: dict) -> str:
     """One Markdown row per method of a GPU lab's results: its runs, time per step, peak GPU
     memory measured and estimated, and where each of its lab curves (the CPU lab's, from
@@ -224,7 +228,6 @@ def summary_table(results: dict) -> str:
     from statistics import mean
 
     from annotated_trl.lab.experiments import BY_METHOD
-    from annotated_trl.methods import BY_KEY
 
     def cell(mib: float | None) -> str:
         return "—" if mib is None else f"{mib:,.0f}"
@@ -246,9 +249,8 @@ def summary_table(results: dict) -> str:
                 first, last = mean(s[0] for s in series), mean(s[-1] for s in series)
                 moved.append(f"`{curve.key}` {first:.3g} → {last:.3g}")
         peaks = [run["peak_gpu_mib"] for run in runs if run["peak_gpu_mib"] is not None]
-        name = BY_KEY[key].name.replace("*", r"\*")  # A*-PO: a star, not emphasis
         rows.append(
-            f"| {name} | {len(runs)} | {runs[0]['steps']} "
+            f"| {markdown_name(key)} | {len(runs)} | {runs[0]['steps']} "
             f"| {mean(run['wall_s'] / run['steps'] for run in runs):.2f} "
             f"| {cell(max(peaks) if peaks else None)} | {cell(runs[0]['estimated_gpu_mib'])} "
             f"| {'; '.join(moved) or '—'} |"
