@@ -14,18 +14,25 @@ Each repetition is a fresh process that builds the site the way `mkdocs build --
 copying assets. The process's whole wall time (interpreter start and imports included) is
 reported too, since that is what a person waiting for `mkdocs build` sees.
 
+`--against REV` also builds the site as it was at git revision REV (a temporary worktree, its own
+`src/` first on the path), alternating with the current builds so both see the same machine
+load, and reports the ratio of the medians.
+
     .venv/bin/python -m benchmarks.docs_build --reps 3
+    .venv/bin/python -m benchmarks.docs_build --reps 3 --against HEAD~1
 """
 
 import argparse
 import json
 import logging
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 from pathlib import Path
 
 from benchmarks.common import PROTOCOL, REPO, RESULTS, machine, write_results
@@ -96,6 +103,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3, help="builds, each in a fresh process")
     parser.add_argument("--note", default="", help="a sentence stored with the results")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
+    parser.add_argument("--against", metavar="REV", help="also build git revision REV, alternately")
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -109,31 +117,64 @@ def main() -> None:
         return
 
     results = {"machine": machine(), "reps": args.reps, "note": args.note}
-    builds = []
-    for _ in range(args.reps):
-        site = Path(tempfile.mkdtemp(prefix="bench-site-"))
-        start = time.perf_counter()
-        done = subprocess.run(
-            [sys.executable, "-m", "benchmarks.docs_build", "--worker", str(site)],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-        )
-        wall = time.perf_counter() - start
-        if done.returncode != 0:
-            sys.exit(f"the strict build failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
-        line = next(line for line in done.stdout.splitlines() if line.startswith(PROTOCOL))
-        builds.append({**json.loads(line[len(PROTOCOL) :]), "process_s": wall})
-        print(f"build {len(builds)}: {json.dumps(builds[-1])}", flush=True)
-    medians = {
-        key: statistics.median(build[key] for build in builds)
-        for key in ("process_s", "build_s", "mkdocstrings_s", "hooks_s", "other_plugins_s")
-    }
-    medians["rest_s"] = statistics.median(build["rest_s"] for build in builds)
-    hooks = sorted({name for build in builds for name in build["hooks"]})
-    medians["hooks"] = {h: statistics.median(b["hooks"].get(h, 0) for b in builds) for h in hooks}
-    results.update(builds=builds, median=medians)
+    with checkout(args.against) as baseline:
+        builds, before = [], []
+        for _ in range(args.reps):
+            if baseline:
+                before.append(timed_build(baseline))
+                print(f"{args.against} {len(before)}: {json.dumps(before[-1])}", flush=True)
+            builds.append(timed_build(REPO))
+            print(f"build {len(builds)}: {json.dumps(builds[-1])}", flush=True)
+    results.update(builds=builds, median=medians(builds))
+    if baseline:
+        results["against"] = {"rev": args.against, "builds": before, "median": medians(before)}
     print(write_results("docs_build", results, table(results), args.out))
+
+
+@contextmanager
+def checkout(rev: str | None):
+    """A temporary worktree of `rev` (None: nothing), sharing this checkout's node_modules."""
+    if rev is None:
+        yield None
+        return
+    folder = Path(tempfile.mkdtemp(prefix="bench-rev-")) / "repo"
+    subprocess.run(
+        ["git", "worktree", "add", "-q", "--detach", str(folder), rev], cwd=REPO, check=True
+    )
+    try:
+        (folder / "node_modules").symlink_to(REPO / "node_modules")
+        yield folder
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(folder)], cwd=REPO, check=True)
+
+
+def timed_build(repo: Path) -> dict:
+    """One instrumented build of the site in `repo`, in a fresh process, with `repo`'s package."""
+    site = Path(tempfile.mkdtemp(prefix="bench-site-"))
+    env = {**os.environ, "PYTHONPATH": str(repo / "src")}
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.docs_build", "--worker", str(site)],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        sys.exit(
+            f"the strict build in {repo} failed (exit {done.returncode}):\n{done.stderr[-3000:]}"
+        )
+    line = next(line for line in done.stdout.splitlines() if line.startswith(PROTOCOL))
+    return {**json.loads(line[len(PROTOCOL) :]), "process_s": wall}
+
+
+def medians(builds: list[dict]) -> dict:
+    keys = ("process_s", "build_s", "mkdocstrings_s", "hooks_s", "other_plugins_s", "rest_s")
+    median = {key: statistics.median(build[key] for build in builds) for key in keys}
+    hooks = sorted({name for build in builds for name in build["hooks"]})
+    median["hooks"] = {h: statistics.median(b["hooks"].get(h, 0) for b in builds) for h in hooks}
+    return median
 
 
 def table(results: dict) -> str:
@@ -154,6 +195,18 @@ def table(results: dict) -> str:
     for name, seconds in parts:
         lines.append(f"| {name} | {seconds:.2f} | {seconds / median['build_s']:.0%} |")
     lines.append(f"| whole process (start-up and imports included) | {median['process_s']:.2f} | |")
+    if against := results.get("against"):
+        before = against["median"]
+        lines.append(
+            f"\nBuilt alternately with the site at `{against['rev']}`: its median build "
+            f"{before['build_s']:.2f} s (our hooks {before['hooks_s']:.2f} s); now / then = "
+            f"**{median['build_s'] / before['build_s']:.2f}**. Builds, then and now: "
+            + ", ".join(
+                f"{b['build_s']:.1f} / {a['build_s']:.1f}"
+                for b, a in zip(against["builds"], results["builds"], strict=True)
+            )
+            + " s."
+        )
     return "\n".join(lines) + "\n"
 
 

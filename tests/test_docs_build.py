@@ -17,15 +17,24 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 import griffe
 import pytest
-from support.docs import REPO, content_files, docs_pages, html_path, page_uri, site_pages
+from support.docs import (
+    REPO,
+    content_files,
+    docs_pages,
+    html_path,
+    import_object,
+    imported_source,
+    page_uri,
+    site_pages,
+)
 from test_site_pages import METHODS as STATUS_METHODS
 
 from annotated_trl.script_sections import split_script
 from annotated_trl.source_excerpts import (
+    BODY_RE,
     SourceError,
     expand_directives,
     find_directives,
-    import_object,
     resolve,
 )
 
@@ -185,10 +194,19 @@ def test_cited_trl_symbols_resolve(path):
             resolve(directive)
         except SourceError as e:
             problems.append(f"[[trl-source: {directive}]]: {e}")
+            continue
+        # The site reads the source without importing it: it must find what Python finds.
+        symbol = BODY_RE.match(directive)["symbol"]
+        read = resolve(symbol)
+        file, start, end = imported_source(symbol)
+        if not (
+            file.as_posix().endswith("/" + read.path) and (read.start, read.end) == (start, end)
+        ):
+            problems.append(f"{symbol}: read {read.title}, imported {file} L{start}-{end}")
     for identifier in MKDOCSTRINGS_RE.findall(text):
         try:
             import_object(identifier)
-        except SourceError as e:
+        except (ImportError, AttributeError, KeyError) as e:
             problems.append(f"::: {identifier}: {e}")
     assert not problems, "\n".join(problems)
 

@@ -9,9 +9,9 @@ import dataclasses
 import re
 
 import pytest
-from support.docs import REPO, html_path
+from support.docs import REPO, html_path, import_object
 
-from annotated_trl.config_tables import config_table
+from annotated_trl.config_tables import cell, config_table
 from annotated_trl.source_excerpts import (
     MAX_STEP_LINES,
     SourceError,
@@ -19,7 +19,6 @@ from annotated_trl.source_excerpts import (
     expand_directives,
     find_directives,
     find_walks,
-    import_object,
     parse_notes,
     resolve,
 )
@@ -142,7 +141,7 @@ def test_knob_tables_show_the_installed_defaults(path):
                 expected = field.default_factory()
             assert knob == f"`{name}`"
             assert default == f"`{repr(expected)}`".replace("|", "\\|")
-            assert help_text and ("help" not in field.metadata or help_text != "—")
+            assert help_text == (cell(field.metadata["help"]) if "help" in field.metadata else "—")
 
 
 def test_a_knob_the_config_lacks_is_an_error():

@@ -1,27 +1,19 @@
 """`[[trl-config: trl.GRPOConfig num_generations beta ...]]` lines: tables of those fields of
-the installed config class, the knob, its default and its help text, read from the class at
-build time (never copied into a page). A name the class does not have is an error; the hook
+the installed config class, the knob, its default and its help text, read from the class's
+source at build time (never copied into a page; annotated_trl.source_lookup reads it without
+importing TRL). A name the class does not have is an error; the hook
 (docs/hooks/config_tables.py) makes it a warning, so the strict build fails.
 """
 
-import dataclasses
 import re
 from collections.abc import Callable
 
 from annotated_trl.hf_docstrings import clean  # HF cross-references and links, as the API shows
-from annotated_trl.source_excerpts import SourceError, import_object
+from annotated_trl.source_lookup import SourceError, dataclass_fields
 
 CONFIG_RE = re.compile(
     r"^\[\[trl-config:\s*(?P<cls>[\w.]+)(?P<names>(?:\s+\w+)+)\s*\]\][ \t]*$", re.M
 )
-
-
-def default_of(field: dataclasses.Field) -> str:
-    if field.default is not dataclasses.MISSING:
-        return repr(field.default)
-    if field.default_factory is not dataclasses.MISSING:
-        return repr(field.default_factory())
-    return "required"
 
 
 def cell(text: str) -> str:
@@ -37,16 +29,15 @@ def cell(text: str) -> str:
 
 
 def config_table(dotted: str, names: list[str]) -> str:
-    cls = import_object(dotted)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = dataclass_fields(dotted)
     unknown = [n for n in names if n not in fields]
     if unknown:
         raise SourceError(f"{dotted} has no field {', '.join(map(repr, unknown))}")
     rows = ["| Knob | Default | What it does |", "|---|---|---|"]
     for name in names:
         field = fields[name]
-        default = default_of(field).replace("|", "\\|")
-        rows.append(f"| `{name}` | `{default}` | {cell(field.metadata.get('help', '—'))} |")
+        default = field.default.replace("|", "\\|")
+        rows.append(f"| `{name}` | `{default}` | {cell(field.help or '—')} |")
     return "\n".join(rows)
 
 

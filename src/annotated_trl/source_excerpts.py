@@ -39,20 +39,13 @@ build; so does a step of more than MAX_STEP_LINES lines that is not folded.
 import ast
 import functools
 import html
-import importlib
-import inspect
-import os
 import re
-import sys
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.metadata import packages_distributions, version
-from pathlib import Path
+from importlib.metadata import distribution
 
-# Resolving excerpts imports `trl.experimental.*`, which warns loudly on import; the warning says
-# nothing about the site.
-os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+from annotated_trl.source_lookup import SourceError, locate
 
 DIRECTIVE_RE = re.compile(r"^(?P<indent>[ \t]*)\[\[trl-source:(?P<body>.+?)\]\][ \t]*$", re.M)
 BODY_RE = re.compile(
@@ -61,10 +54,6 @@ BODY_RE = re.compile(
         (?:\s+lines\s+"(?P<start>[^"]+)"\s*\.\.(?P<exclusive><?)\s*"(?P<end>[^"]+)")?\s*$""",
     re.X,
 )
-
-
-class SourceError(ValueError):
-    """A directive that does not resolve in the installed packages."""
 
 
 @dataclass
@@ -211,43 +200,11 @@ def find_directives(markdown: str) -> list[str]:
     return [m.group("body").strip() for m in DIRECTIVE_RE.finditer(markdown)]
 
 
-def import_object(dotted: str):
-    """Import the longest module prefix of `dotted`, then walk the remaining attributes."""
-    parts = dotted.split(".")
-    for i in range(len(parts), 0, -1):
-        try:
-            obj = importlib.import_module(".".join(parts[:i]))
-        except ImportError:
-            continue
-        for j in range(i, len(parts)):
-            # vars() first so a property or classmethod is found as written, not called.
-            attrs = vars(obj) if isinstance(obj, type) else {}
-            if parts[j] in attrs:
-                obj = attrs[parts[j]]
-            elif hasattr(obj, parts[j]):
-                obj = getattr(obj, parts[j])
-            else:
-                raise SourceError(f"{'.'.join(parts[:j])} has no attribute {parts[j]!r}")
-        return obj
-    raise SourceError(f"no importable module in {dotted!r}")
-
-
-def _unwrap(obj):
-    """The function behind a property / staticmethod / classmethod / functools.wraps decorator.
-
-    `getsourcelines` follows `__wrapped__` but `getsourcefile` does not, so unwrap first or a
-    decorated function is titled with the decorator's file.
-    """
-    if isinstance(obj, property):
-        obj = obj.fget
-    return inspect.unwrap(getattr(obj, "__func__", obj))
-
-
 @functools.cache
-def _distributions() -> dict[str, list[str]]:
-    """Top-level module -> distribution names. Scanning every installed package's metadata
-    takes ~0.7 s; uncached, that was 90% of the site build (one call per excerpt)."""
-    return packages_distributions()
+def package_version(top_module: str) -> str:
+    """ "trl 1.16.0": the distribution that installs a top-level module, and its version."""
+    dist = distribution(top_module)
+    return f"{dist.name} {dist.version}"
 
 
 def resolve(directive: str) -> Excerpt:
@@ -255,14 +212,8 @@ def resolve(directive: str) -> Excerpt:
     m = BODY_RE.match(directive)
     if not m:
         raise SourceError(f"cannot parse {directive!r}")
-    obj = _unwrap(import_object(m.group("symbol")))
-    try:
-        lines, start = inspect.getsourcelines(obj)
-        file = Path(inspect.getsourcefile(obj)).resolve()
-    except (OSError, TypeError) as e:
-        raise SourceError(f"no source for {m.group('symbol')!r}: {e}") from e
-    if start == 0:  # a module: getsourcelines counts from 0
-        start = 1
+    found = locate(m.group("symbol"))
+    lines, start = found.lines()
 
     for name in re.findall(r"\w+", m.group("nested")):
         tree = ast.parse(textwrap.dedent("".join(lines)))
@@ -293,20 +244,12 @@ def resolve(directive: str) -> Excerpt:
         lines = lines[begin : stop if m.group("exclusive") else stop + 1]
         start += begin
 
-    # Name the file as its package does (e.g. an inherited method lives in transformers/).
-    base = max(
-        (Path(p).resolve() for p in sys.path if p and file.is_relative_to(Path(p).resolve())),
-        key=lambda p: len(p.parts),
-    )
-    path = file.relative_to(base).as_posix()
-    top = path.split("/")[0]
-    dist = _distributions().get(top, [top])[0]
     return Excerpt(
         code=textwrap.dedent("".join(lines)).rstrip("\n"),
-        path=path,
+        path=found.path,
         start=start,
         end=start + len(lines) - 1,
-        package_version=f"{dist} {version(dist)}",
+        package_version=package_version(found.module.split(".")[0]),
     )
 
 

@@ -4,6 +4,8 @@ The content is discovered from the repository at collection time, so the tests f
 pages exist (a fresh checkout may have no annotated_trainers/ yet).
 """
 
+import importlib
+import inspect
 import os
 import subprocess
 import sys
@@ -14,6 +16,36 @@ import pytest
 from annotated_trl.content_pages import OVERVIEW, page_uri, section_sources
 from support.once import built_once
 from support.processes import REPO
+
+# The site reads TRL's source without importing it (annotated_trl.source_lookup); the tests
+# check what it reads against the imported objects.
+
+
+def import_object(dotted: str):
+    """Import the longest module prefix of `dotted`, then walk the remaining attributes (a
+    class's own attribute as written, so a property is found, not called)."""
+    parts = dotted.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        for name in parts[i:]:
+            own = vars(obj) if isinstance(obj, type) else {}
+            obj = own[name] if name in own else getattr(obj, name)
+        return obj
+    raise ImportError(f"no importable module in {dotted!r}")
+
+
+def imported_source(dotted: str) -> tuple[Path, int, int]:
+    """(file, first line, last line) of the object `dotted` names, as Python itself finds it."""
+    obj = import_object(dotted)
+    obj = obj.fget if isinstance(obj, property) else obj
+    obj = inspect.unwrap(getattr(obj, "__func__", obj))  # a classmethod, a decorated function
+    lines, start = inspect.getsourcelines(obj)
+    start = max(start, 1)  # a module counts from 0
+    return Path(inspect.getsourcefile(obj)).resolve(), start, start + len(lines) - 1
+
 
 # docs/ holds pages plus build machinery that is not content.
 NOT_PAGES = ("hooks/", "overrides/")
