@@ -16,7 +16,8 @@ It becomes a fenced Python block, dedented, titled "trl/trainer/sft_trainer.py Â
 trl 1.16.0" and numbered with the real line numbers. A directive that does not resolve is a
 warning (docs/hooks/trl_source.py hands `expand_directives` mkdocs' logger), so the strict build
 fails and names the page and the directive. Our repository never stores TRL source: it is read
-from the installed package at every build. The drift guard (tools/trl_manifest.py) hashes what
+from the installed package's files at every build, without importing it (source_lookup). The
+drift guard (tools/trl_manifest.py) hashes what
 `resolve` returns, and the tests check the pages with the same functions.
 
 A directive followed on the next line by notes is a *walk*: the excerpt is cut into steps, one
