@@ -29,7 +29,7 @@ def cell(text: str) -> str:
 
 
 def config_table(dotted: str, names: list[str]) -> str:
-    fields = dataclass_fields(dotted)
+    fields = dataclass_fields(dotted, names)
     unknown = [n for n in names if n not in fields]
     if unknown:
         raise SourceError(f"{dotted} has no field {', '.join(map(repr, unknown))}")

@@ -259,25 +259,32 @@ class Field:
         return literal(metadata, f"the metadata of {self.where}").get("help") if metadata else None
 
 
-def dataclass_fields(dotted: str) -> dict[str, Field]:
-    """The fields of a dataclass and of its dataclass bases, as `dataclasses.fields` finds them:
-    a field a subclass declares again takes the subclass's default."""
+def dataclass_fields(dotted: str, names: list[str]) -> dict[str, Field]:
+    """Those of `names` that are fields of a dataclass, each from the first class in the method
+    resolution order that declares it (a subclass that declares a field again sets its
+    default). The bases are read only for names the class itself does not declare."""
     found = locate(dotted)
     if not isinstance(found.node, ast.ClassDef):
         raise SourceError(f"{dotted} is not a class")
-    fields: dict[str, Field] = {}
-    for cls in reversed(method_resolution_order(found)):
-        if not any("dataclass" in ast.unparse(d) for d in cls.node.decorator_list):
-            continue
-        for stmt in cls.node.body:
-            if (
-                isinstance(stmt, ast.AnnAssign)
-                and isinstance(stmt.target, ast.Name)
-                and "ClassVar" not in ast.unparse(stmt.annotation)
-            ):
-                name = stmt.target.id
-                fields[name] = Field(stmt.value, f"{cls.node.name}.{name}")
+    fields = declared_fields(found, names)
+    if len(fields) < len(set(names)):
+        for cls in method_resolution_order(found)[1:]:
+            fields = declared_fields(cls, names) | fields
     return fields
+
+
+def declared_fields(cls: Found, names: list[str]) -> dict[str, Field]:
+    """The fields among `names` that the class's own body declares, if it is a dataclass."""
+    if not any("dataclass" in ast.unparse(d) for d in cls.node.decorator_list):
+        return {}
+    return {
+        stmt.target.id: Field(stmt.value, f"{cls.node.name}.{stmt.target.id}")
+        for stmt in cls.node.body
+        if isinstance(stmt, ast.AnnAssign)
+        and isinstance(stmt.target, ast.Name)
+        and stmt.target.id in names
+        and "ClassVar" not in ast.unparse(stmt.annotation)
+    }
 
 
 def literal(node: ast.expr, what: str):
