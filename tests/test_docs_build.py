@@ -246,6 +246,8 @@ def test_trl_source_directive_forms():
         "trl.trainer.sft_trainer.SFTTrainer.compute_loss > no_such_def",
         'trl.trainer.sft_trainer.SFTTrainer.compute_loss lines "no such marker" .. "x"',
         "not_a_package.thing",
+        "torch._C._get_tracing_state",  # a compiled module: no source to show
+        "trl.trainer.grpo_trainer.logger",  # an assignment: no source of its own
     ],
 )
 def test_trl_source_unresolvable_is_an_error(directive):

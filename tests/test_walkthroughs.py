@@ -147,3 +147,12 @@ def test_knob_tables_show_the_installed_defaults(path):
 def test_a_knob_the_config_lacks_is_an_error():
     with pytest.raises(SourceError, match="no_such_knob"):
         config_table("trl.GRPOConfig", ["beta", "no_such_knob"])
+
+
+def test_a_default_set_by_code_is_an_error_not_a_guess():
+    """The tables read defaults from the source without importing it: `optim`'s default is a
+    name TrainingArguments' module computes, so reading it would be guessing."""
+    with pytest.raises(SourceError, match="default of TrainingArguments.optim is not a literal"):
+        config_table("trl.GRPOConfig", ["optim"])
+    # Its `choices` are computed too, but the help beside them is a literal.
+    assert "Logging level" in config_table("trl.GRPOConfig", ["log_level"])

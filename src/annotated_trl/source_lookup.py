@@ -51,7 +51,7 @@ def module_file(module: str) -> Path | None:
     """The file of a module, found as the import system would: a package before a module."""
     top, *rest = module.split(".")
     spec = importlib.util.find_spec(top)  # a top-level name: finding it runs none of its code
-    if spec is None or spec.origin is None:
+    if spec is None or not (spec.origin or "").endswith(".py"):  # none, or compiled: no source
         return None
     path = Path(spec.origin)
     for part in rest:
@@ -137,7 +137,7 @@ def member(found: Found, name: str, where: str) -> Found:
         for cls in method_resolution_order(found)[1:]:
             if inherited := own_member(cls, name):
                 return inherited
-    raise SourceError(f"{where} has no attribute {name!r}")
+    raise SourceError(f"{where} has no def or class {name!r} (its own or inherited)")
 
 
 def own_member(cls: Found, name: str) -> Found | None:
@@ -164,7 +164,7 @@ def module_member(module: str, file: Path, name: str) -> Found:
             for alias in stmt.names:
                 if alias.asname == name or (not alias.asname and alias.name == name):
                     return module_found(alias.name)
-    raise SourceError(f"{module} has no attribute {name!r}")
+    raise SourceError(f"{module} has no def, class or import named {name!r}")
 
 
 def attribute_or_submodule(module: str, name: str) -> Found:
@@ -255,8 +255,14 @@ class Field:
 
     @property
     def help(self) -> str | None:
+        """metadata["help"]: the rest of the metadata may be anything (`choices` built by code)."""
         metadata = self.keywords().get("metadata")
-        return literal(metadata, f"the metadata of {self.where}").get("help") if metadata else None
+        if not isinstance(metadata, ast.Dict):
+            return None
+        for key, value in zip(metadata.keys, metadata.values, strict=True):
+            if isinstance(key, ast.Constant) and key.value == "help":
+                return literal(value, f"the help of {self.where}")
+        return None
 
 
 def dataclass_fields(dotted: str, names: list[str]) -> dict[str, Field]:
