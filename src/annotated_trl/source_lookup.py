@@ -162,8 +162,10 @@ def module_member(module: str, file: Path, name: str) -> Found:
                     return attribute_or_submodule(source, alias.name)
         if isinstance(stmt, ast.Import):
             for alias in stmt.names:
-                if alias.asname == name or (not alias.asname and alias.name == name):
+                if alias.asname == name:  # import a.b as name
                     return module_found(alias.name)
+                if not alias.asname and alias.name.split(".")[0] == name:  # import name.b
+                    return module_found(name)
     raise SourceError(f"{module} has no def, class or import named {name!r}")
 
 
@@ -230,22 +232,26 @@ class Field:
     value: ast.expr | None  # what follows `name: type =`
     where: str  # "GRPOConfig.beta", for errors
 
-    def keywords(self) -> dict[str, ast.expr]:
+    def field_call(self) -> dict[str, ast.expr] | None:
+        """The keywords of `field(...)`, or None where the default is written bare."""
         call = self.value
-        is_field_call = isinstance(call, ast.Call) and ast.unparse(call.func).endswith("field")
-        return {k.arg: k.value for k in call.keywords} if is_field_call else {}
+        if isinstance(call, ast.Call) and ast.unparse(call.func).split(".")[-1] == "field":
+            return {k.arg: k.value for k in call.keywords}
+        return None
 
     @property
     def default(self) -> str:
         """repr of the default value, as `dataclasses` would give it, or "required"."""
-        keywords = self.keywords()
-        if self.value is None or (keywords and not {"default", "default_factory"} & set(keywords)):
-            return "required"
-        if not keywords:
+        keywords = self.field_call()
+        if keywords is None:
+            if self.value is None:
+                return "required"
             return repr(literal(self.value, f"the default of {self.where}"))
         if "default" in keywords:
             return repr(literal(keywords["default"], f"the default of {self.where}"))
-        factory = keywords["default_factory"]
+        factory = keywords.get("default_factory")
+        if factory is None:
+            return "required"
         if isinstance(factory, ast.Lambda) and not factory.args.args:
             return repr(literal(factory.body, f"the default_factory of {self.where}"))
         empty = {"list": [], "dict": {}, "set": set(), "tuple": ()}
@@ -256,7 +262,7 @@ class Field:
     @property
     def help(self) -> str | None:
         """metadata["help"]: the rest of the metadata may be anything (`choices` built by code)."""
-        metadata = self.keywords().get("metadata")
+        metadata = (self.field_call() or {}).get("metadata")
         if not isinstance(metadata, ast.Dict):
             return None
         for key, value in zip(metadata.keys, metadata.values, strict=True):
