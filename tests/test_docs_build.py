@@ -211,6 +211,16 @@ def test_cited_trl_symbols_resolve(path):
     assert not problems, "\n".join(problems)
 
 
+INLINE_HIGHLIGHT_RE = re.compile(r"(?<!`)`(?::{3,}|#!)[^`\n]*`")
+
+
+@pytest.mark.parametrize("path", MARKDOWN, ids=lambda p: p.relative_to(REPO).as_posix())
+def test_no_inline_code_loses_its_start(path):
+    """pymdownx.inlinehilite reads `:::lang code` and `#!lang code` as "highlight code as
+    lang", so `::: trl.GRPOConfig` shows as `trl.GRPOConfig`: write <code>::: ...</code>."""
+    assert not INLINE_HIGHLIGHT_RE.findall(path.read_text(encoding="utf-8"))
+
+
 def test_trl_source_directive_forms():
     nested = resolve("trl.trainer.sft_trainer.SFTTrainer._prepare_dataset > tokenize_fn")
     assert nested.code.startswith("def tokenize_fn(")
