@@ -6,6 +6,7 @@ model for 2 steps; without a GPU and without that flag it must refuse in one lin
 `benchmarks/suite.py` times a real pytest run of two small test files and files each test under
 its markers. `benchmarks/ports.py` runs a parity scenario several times in one worker process per
 side, which the scenarios' two-process exit (tests/parity_scenarios/per_process.py) must allow.
+`benchmarks/docs_build.py --against REV` builds REV from a worktree whose `src/` it must import.
 """
 
 import json
@@ -17,7 +18,7 @@ import pytest
 from support.processes import OFFLINE_ENV, REPO
 
 from annotated_trl.methods import METHODS
-from benchmarks import cross_cpu, gpu, ports
+from benchmarks import cross_cpu, docs_build, gpu, ports
 
 GPU = [sys.executable, "-m", "benchmarks.gpu"]
 NO_GPU = {**os.environ, **OFFLINE_ENV, "CUDA_VISIBLE_DEVICES": ""}
@@ -173,3 +174,43 @@ def test_benchmarks_cross_cpu_keeps_each_tests_latest_record():
     assert entry["values"] == {"x": 0.3, "y": 0.05}
     mean, sd, _, short = cross_cpu.margin(entry)
     assert (mean, short) == (pytest.approx(0.175), 1)
+
+
+def test_benchmarks_docs_build_against_builds_the_old_revisions_own_code():
+    """`--against REV` measures REV's code: its worktree's `src/` must shadow the installed
+    (editable) package, or both sides would time today's hooks."""
+    with docs_build.checkout("HEAD") as folder:
+        assert (folder / "mkdocs.yml").is_file()
+        assert (folder / "node_modules").resolve() == (REPO / "node_modules").resolve()
+        env = {**os.environ, "PYTHONPATH": str(folder / "src")}
+        where = subprocess.run(
+            [sys.executable, "-c", "import annotated_trl; print(annotated_trl.__file__)"],
+            cwd=folder,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        assert where.startswith(str(folder / "src"))
+    assert not folder.exists()
+    worktrees = subprocess.run(
+        ["git", "worktree", "list"], cwd=REPO, capture_output=True, text=True
+    )
+    assert str(folder) not in worktrees.stdout
+
+
+def test_benchmarks_docs_build_reports_the_ratio_of_medians():
+    def build(seconds):
+        parts = dict.fromkeys(("mkdocstrings_s", "hooks_s", "other_plugins_s", "rest_s"), 0.0)
+        return {**parts, "build_s": seconds, "process_s": seconds + 1, "hooks": {}}
+
+    now, then = [build(9), build(11), build(10)], [build(20), build(16), build(18)]
+    results = {
+        "reps": 3,
+        "builds": now,
+        "median": docs_build.medians(now),
+        "against": {"rev": "abc123", "builds": then, "median": docs_build.medians(then)},
+    }
+    table = docs_build.table(results)
+    assert "its median build 18.00 s" in table and "now / then = **0.56**" in table
+    assert "20.0 / 9.0, 16.0 / 11.0, 18.0 / 10.0 s" in table
