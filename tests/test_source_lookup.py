@@ -5,11 +5,11 @@ form the reader follows, and the answers are compared with what importing the pa
 
 import dataclasses
 import importlib
-import inspect
 import sys
 import textwrap
 
 import pytest
+from support.docs import imported_source
 
 from annotated_trl.source_lookup import SourceError, dataclass_fields, locate
 
@@ -94,31 +94,23 @@ def package(tmp_path_factory):
         del sys.modules[name]
 
 
-def imported(obj):
-    obj = obj.fget if isinstance(obj, property) else obj
-    lines, start = inspect.getsourcelines(inspect.unwrap(obj))
-    return inspect.getsourcefile(inspect.unwrap(obj)), start, start + len(lines) - 1
-
-
 @pytest.mark.parametrize(
-    "dotted, attribute",
+    "read_as, imported_as",
     [
-        ("pkg.Child", lambda p: p.models.Child),  # an import under TYPE_CHECKING
-        ("pkg.models.Child.shared", lambda p: p.models.Child.shared),  # C3: Right before Root
-        ("pkg.models.Child.side", lambda p: p.models.Child.side),  # inherited from the left
-        ("pkg.models.Child.size", lambda p: vars(p.models.Child)["size"]),  # the getter
-        ("pkg.models.Child.run", lambda p: p.models.Child.run),  # decorators included
-        ("pkg.aliased.Config", lambda p: p.models.Config),  # import a.b as name
-        ("pkg.models", lambda p: p.models),  # a module: the whole file
+        ("pkg.Child", "pkg.models.Child"),  # an import under TYPE_CHECKING
+        ("pkg.models.Child.shared", None),  # C3: Right before Root (depth-first finds Root's)
+        ("pkg.models.Child.side", None),  # inherited from the left
+        ("pkg.models.Child.size", None),  # a property: its getter
+        ("pkg.models.Child.run", None),  # decorators included
+        ("pkg.aliased.Config", "pkg.models.Config"),  # import a.b as name
+        ("pkg.models", None),  # a module: the whole file
     ],
 )
-def test_the_reader_finds_what_importing_finds(package, dotted, attribute):
-    found = locate(dotted)
+def test_the_reader_finds_what_importing_finds(package, read_as, imported_as):
+    found = locate(read_as)
     lines, first = found.lines()
-    file, start, end = imported(attribute(package))
-    if found.node is None:  # getsourcelines counts a module from 0
-        start, end = 1, end + 1
-    assert (str(found.file), first, first + len(lines) - 1) == (file, start, end)
+    read = (found.file.resolve(), first, first + len(lines) - 1)
+    assert read == imported_source(imported_as or read_as)
 
 
 def test_dataclass_fields_read_as_dataclasses_gives_them(package):

@@ -17,8 +17,8 @@ trl 1.16.0" and numbered with the real line numbers. A directive that does not r
 warning (docs/hooks/trl_source.py hands `expand_directives` mkdocs' logger), so the strict build
 fails and names the page and the directive. Our repository never stores TRL source: it is read
 from the installed package's files at every build, without importing it (source_lookup). The
-drift guard (tools/trl_manifest.py) hashes what
-`resolve` returns, and the tests check the pages with the same functions.
+drift guard (tools/trl_manifest.py) hashes what `resolve` returns, and the tests check the pages
+with the same functions.
 
 A directive followed on the next line by notes is a *walk*: the excerpt is cut into steps, one
 per note, each shown beside its note (note left, code right; stacked on a phone):
@@ -203,7 +203,7 @@ def find_directives(markdown: str) -> list[str]:
 
 @functools.cache
 def package_version(top_module: str) -> str:
-    """ "trl 1.16.0": the distribution that installs a top-level module, and its version."""
+    """The distribution that installs a top-level module, and its version: "trl 1.16.0"."""
     dist = distribution(top_module)
     return f"{dist.name} {dist.version}"
 

@@ -77,11 +77,13 @@ def parse_version(file: Path, mtime_ns: int) -> ast.Module:
     """The tree without the bodies of its functions: the lookups need only the definitions'
     names and spans, and the whole trees (240,000 nodes for the site's 49 files) kept alive for
     the build made every later garbage collection walk them."""
+    collecting = gc.isenabled()
     gc.disable()  # a parse makes thousands of objects and no garbage: collecting finds nothing
     try:
         tree = ast.parse(file.read_text(encoding="utf-8"), str(file))
     finally:
-        gc.enable()
+        if collecting:
+            gc.enable()
     for stmt in statements(tree.body):
         for node in [stmt, *(stmt.body if isinstance(stmt, ast.ClassDef) else [])]:
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):

@@ -17,13 +17,12 @@ from annotated_trl.content_pages import OVERVIEW, page_uri, section_sources
 from support.once import built_once
 from support.processes import REPO
 
-# The site reads TRL's source without importing it (annotated_trl.source_lookup); the tests
-# check what it reads against the imported objects.
-
 
 def import_object(dotted: str):
     """Import the longest module prefix of `dotted`, then walk the remaining attributes (a
-    class's own attribute as written, so a property is found, not called)."""
+    class's own attribute as written, so a property is found, not called). The site reads
+    TRL's source without importing it (annotated_trl.source_lookup); the tests check what it
+    reads against the imported objects."""
     parts = dotted.split(".")
     for i in range(len(parts), 0, -1):
         try:
